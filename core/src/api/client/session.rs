@@ -1,0 +1,270 @@
+//! Session management: `GET/POST /login`, `POST /refresh`, `POST /logout`,
+//! `POST /logout/all` ([spec](https://spec.matrix.org/latest/client-server-api/#client-authentication)).
+
+use std::time::Duration;
+
+use axum::extract::State;
+use http::StatusCode;
+use ruma::{
+    OwnedUserId,
+    api::client::{
+        session::{
+            get_login_types::v3::{self as login_types, LoginType, PasswordLoginType},
+            login::v3::{self as login_endpoint, DiscoveryInfo, LoginInfo},
+            logout::v3 as logout_endpoint,
+            logout_all::v3 as logout_all_endpoint,
+            refresh_token::v3 as refresh_endpoint,
+        },
+        uiaa::UserIdentifier,
+    },
+};
+
+use crate::{
+    api::{
+        error::{ApiResult, MatrixError},
+        ruma::{Ruma, RumaResponse},
+    },
+    auth::{password, tokens},
+    state::AppState,
+    storage::now_ms,
+};
+
+/// `GET /_matrix/client/v3/login`
+pub async fn get_login_types(
+    State(state): State<AppState>,
+    _req: Ruma<login_types::Request>,
+) -> ApiResult<RumaResponse<login_types::Response>> {
+    let mut flows = Vec::new();
+    if password_login_enabled(&state) {
+        flows.push(LoginType::Password(PasswordLoginType::new()));
+    }
+    Ok(RumaResponse(login_types::Response::new(flows)))
+}
+
+fn password_login_enabled(state: &AppState) -> bool {
+    let config = &state.config.password_config;
+    config.login_enabled() && config.localdb_enabled
+}
+
+/// The same answer for an unknown user and a wrong password.
+fn invalid_credentials() -> MatrixError {
+    MatrixError::forbidden("Invalid username or password")
+}
+
+/// `POST /_matrix/client/v3/login`
+pub async fn login(
+    State(state): State<AppState>,
+    req: Ruma<login_endpoint::Request>,
+) -> ApiResult<RumaResponse<login_endpoint::Response>> {
+    let ip = req.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
+    state.rate_limits.login_address.check(&ip, true).map_err(MatrixError::limit_exceeded)?;
+
+    let body = req.body;
+    let LoginInfo::Password(credentials) = body.login_info else {
+        return Err(MatrixError::unknown(StatusCode::BAD_REQUEST, "Unknown login type"));
+    };
+    if !password_login_enabled(&state) {
+        return Err(MatrixError::unknown(StatusCode::BAD_REQUEST, "Password login has been disabled."));
+    }
+    #[allow(deprecated)] // the legacy `user` field is still sent by old clients
+    let named = match (&credentials.identifier, &credentials.user) {
+        (Some(UserIdentifier::Matrix(id)), _) => id.user.clone(),
+        (None, Some(user)) => user.clone(),
+        (Some(_), _) => return Err(invalid_credentials()),
+        (None, None) => return Err(MatrixError::missing_param("Missing identifier")),
+    };
+    let user_id = qualify(&named, &state);
+
+    state.rate_limits.login_account.check(&user_id, true).map_err(MatrixError::limit_exceeded)?;
+    state.rate_limits.login_failed_attempts.check(&user_id, false).map_err(MatrixError::limit_exceeded)?;
+
+    let user = state.storage.user(&user_id).await?;
+    let pepper = state.config.password_config.pepper.clone();
+    let given = credentials.password;
+    let stored = user.as_ref().and_then(|u| u.password_hash.clone());
+    let verified = tokio::task::spawn_blocking(move || match stored {
+        Some(stored) => password::verify(&given, &pepper, &stored),
+        None => {
+            password::verify_against_nothing(&given);
+            password::Verified::No
+        }
+    })
+    .await
+    .map_err(|_| MatrixError::internal())?;
+
+    let user = match (user, &verified) {
+        (Some(user), password::Verified::Yes | password::Verified::YesRehash(_)) => user,
+        _ => {
+            state.rate_limits.login_failed_attempts.record(&user_id);
+            return Err(invalid_credentials());
+        }
+    };
+    if user.deactivated {
+        return Err(MatrixError::new(
+            StatusCode::FORBIDDEN,
+            ruma::api::error::ErrorKind::UserDeactivated,
+            "This account has been deactivated",
+        ));
+    }
+    if let password::Verified::YesRehash(new_hash) = verified {
+        state.storage.set_password_hash(&user.user_id, &new_hash).await?;
+        tracing::info!(user_id = %user.user_id, "rehashed a bcrypt password with argon2id");
+    }
+
+    let login = start_login_session(
+        &state,
+        &user.user_id,
+        LoginOptions {
+            device_id: body.device_id.map(|d| d.to_string()),
+            display_name: body.initial_device_display_name,
+            refresh_token: body.refresh_token,
+            ip: req.client_ip.map(|ip| ip.to_string()),
+        },
+    )
+    .await?;
+    let mut response = login_endpoint::Response::new(
+        parse_user_id(&user.user_id)?,
+        login.access_token,
+        login.device_id.into(),
+    );
+    response.refresh_token = login.refresh_token;
+    response.expires_in = login.expires_in;
+    if let Some(base_url) = &state.config.public_baseurl {
+        response.well_known = Some(DiscoveryInfo::new(login_endpoint::HomeserverInfo::new(base_url.clone())));
+    }
+    Ok(RumaResponse(response))
+}
+
+/// `@alice:server` from `alice`, `@alice:server` or `@Alice:server`.
+fn qualify(named: &str, state: &AppState) -> String {
+    let named = named.trim();
+    if named.starts_with('@') {
+        named.to_lowercase()
+    } else {
+        format!("@{}:{}", named.to_lowercase(), state.server_name)
+    }
+}
+
+pub fn parse_user_id(user_id: &str) -> ApiResult<OwnedUserId> {
+    OwnedUserId::try_from(user_id).map_err(|_| MatrixError::internal())
+}
+
+/// How a new login session is set up.
+#[derive(Default)]
+pub struct LoginOptions {
+    pub device_id: Option<String>,
+    pub display_name: Option<String>,
+    pub refresh_token: bool,
+    pub ip: Option<String>,
+}
+
+/// The tokens of a new login session.
+pub struct LoginSession {
+    pub device_id: String,
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+    pub expires_in: Option<Duration>,
+}
+
+/// Creates (or re-uses) the device and issues its tokens. Any token the
+/// device had before is revoked, as the spec asks for a re-used device ID.
+pub async fn start_login_session(state: &AppState, user_id: &str, options: LoginOptions) -> ApiResult<LoginSession> {
+    let device_id = options.device_id.unwrap_or_else(tokens::new_device_id);
+    if state.storage.device(user_id, &device_id).await?.is_some() {
+        state.storage.delete_devices(user_id, std::slice::from_ref(&device_id)).await?;
+        state.tokens.forget_device(user_id, &device_id);
+    }
+    state
+        .storage
+        .upsert_device(user_id, &device_id, options.display_name.as_deref(), options.ip.as_deref())
+        .await?;
+    issue_tokens(state, user_id, &device_id, options.refresh_token, None).await
+}
+
+/// Issues an access token (and a refresh token if asked) for an existing device.
+async fn issue_tokens(
+    state: &AppState,
+    user_id: &str,
+    device_id: &str,
+    with_refresh: bool,
+    session_end_ts: Option<i64>,
+) -> ApiResult<LoginSession> {
+    let config = &state.config;
+    let now = now_ms();
+    let session_end_ts =
+        session_end_ts.or_else(|| config.session_lifetime.map(|d| now + d.0.as_millis() as i64));
+    let lifetime = if with_refresh {
+        Some(config.refreshable_access_token_lifetime.0)
+    } else {
+        config.nonrefreshable_access_token_lifetime.map(|d| d.0)
+    };
+    let mut expires_ts = lifetime.map(|d| now + d.as_millis() as i64);
+    if let Some(end) = session_end_ts {
+        expires_ts = Some(expires_ts.map_or(end, |ts| ts.min(end)));
+    }
+
+    let refresh_token = with_refresh.then(tokens::new_refresh_token);
+    let refresh_hash = refresh_token.as_deref().map(tokens::hash_token);
+    if let Some(hash) = &refresh_hash {
+        let refresh_expires = config.refresh_token_lifetime.map(|d| now + d.0.as_millis() as i64);
+        state.storage.insert_refresh_token(hash, user_id, device_id, refresh_expires, session_end_ts).await?;
+    }
+    let access_token = tokens::new_access_token();
+    state
+        .storage
+        .insert_access_token(&tokens::hash_token(&access_token), user_id, device_id, expires_ts, refresh_hash.as_deref())
+        .await?;
+    Ok(LoginSession {
+        device_id: device_id.to_owned(),
+        access_token,
+        refresh_token,
+        expires_in: expires_ts.map(|ts| Duration::from_millis((ts - now).max(0) as u64)),
+    })
+}
+
+/// `POST /_matrix/client/v3/refresh`
+pub async fn refresh(
+    State(state): State<AppState>,
+    req: Ruma<refresh_endpoint::Request>,
+) -> ApiResult<RumaResponse<refresh_endpoint::Response>> {
+    let hash = tokens::hash_token(&req.body.refresh_token);
+    let record = state
+        .storage
+        .take_refresh_token(&hash)
+        .await?
+        .ok_or_else(|| MatrixError::unknown_token(false))?;
+    state.tokens.forget_device(&record.user_id, &record.device_id);
+    let now = now_ms();
+    if record.expires_ts.is_some_and(|ts| ts <= now) || record.session_end_ts.is_some_and(|ts| ts <= now) {
+        return Err(MatrixError::unknown_token(false));
+    }
+    let login = issue_tokens(&state, &record.user_id, &record.device_id, true, record.session_end_ts).await?;
+    let mut response = refresh_endpoint::Response::new(login.access_token);
+    response.refresh_token = login.refresh_token;
+    response.expires_in_ms = login.expires_in;
+    Ok(RumaResponse(response))
+}
+
+/// `POST /_matrix/client/v3/logout`: ends this session and deletes its device.
+pub async fn logout(
+    State(state): State<AppState>,
+    req: Ruma<logout_endpoint::Request>,
+) -> ApiResult<RumaResponse<logout_endpoint::Response>> {
+    let session = req.session();
+    let user_id = session.user_id.as_str();
+    state.storage.delete_devices(user_id, &[session.device_id.to_string()]).await?;
+    state.tokens.forget_device(user_id, session.device_id.as_str());
+    Ok(RumaResponse(logout_endpoint::Response::new()))
+}
+
+/// `POST /_matrix/client/v3/logout/all`: ends every session of the user.
+pub async fn logout_all(
+    State(state): State<AppState>,
+    req: Ruma<logout_all_endpoint::Request>,
+) -> ApiResult<RumaResponse<logout_all_endpoint::Response>> {
+    let user_id = req.session().user_id.as_str();
+    let devices = state.storage.other_device_ids(user_id, None).await?;
+    state.storage.delete_devices(user_id, &devices).await?;
+    state.tokens.forget_user(user_id, None);
+    Ok(RumaResponse(logout_all_endpoint::Response::new()))
+}

@@ -1,0 +1,3 @@
+//! Server-to-server concerns. For now: the server's signing key.
+
+pub mod signing_key;

@@ -1,0 +1,14 @@
+//! Myelin: a Matrix homeserver whose extension system is sandboxed WebAssembly.
+//!
+//! The module tree follows the spec: `api` (client-server and admin APIs),
+//! `auth`, `federation`, `storage`, `config`; `server` wires them together.
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod federation;
+pub mod logging;
+pub mod server;
+pub mod state;
+pub mod storage;

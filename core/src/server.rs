@@ -1,0 +1,110 @@
+//! Start-up: prepare the data directory, keys and secrets, open the
+//! database, and serve every configured listener until a signal arrives.
+
+use std::{net::SocketAddr, path::Path, sync::Arc};
+
+use anyhow::Context;
+use axum::Extension;
+use ruma::OwnedServerName;
+use tokio::net::TcpListener;
+
+use crate::{
+    api::{self, ruma::TrustForwardedFor},
+    auth::{tokens::TokenCache, uia::UiaSessions},
+    config::{Config, ListenerKind},
+    federation::signing_key::{SigningKey, write_private_file},
+    state::{AppState, RateLimiters, RegistrationSecret, Services},
+    storage::Storage,
+};
+
+/// Builds the server's state from a validated configuration.
+pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
+    std::fs::create_dir_all(&config.data_directory)
+        .with_context(|| format!("data_directory: cannot create {}", config.data_directory.display()))?;
+    std::fs::create_dir_all(config.media_store_path())
+        .with_context(|| format!("media_store_path: cannot create {}", config.media_store_path().display()))?;
+    let signing_key = SigningKey::load_or_generate(&config.signing_key_path())?;
+    let registration_secret = load_registration_secret(&config)?;
+    let target = config.database_target()?;
+    let storage = Storage::open(&target).await.with_context(|| format!("database: cannot open {target:?}"))?;
+    tracing::info!(database = ?target, "database ready");
+
+    let server_name = OwnedServerName::try_from(config.server_name.as_str())?;
+    Ok(AppState(Arc::new(Services {
+        server_name,
+        storage,
+        tokens: TokenCache::default(),
+        uia: UiaSessions::default(),
+        rate_limits: RateLimiters::from_config(&config),
+        registration_secret,
+        registration_nonces: Default::default(),
+        signing_key,
+        config,
+    })))
+}
+
+/// The inline secret, or the one in `registration_shared_secret_path`
+/// (created with a fresh random secret when the file does not exist).
+fn load_registration_secret(config: &Config) -> anyhow::Result<Option<RegistrationSecret>> {
+    if let Some(secret) = &config.registration_shared_secret {
+        return Ok(Some(RegistrationSecret(secret.clone())));
+    }
+    let Some(path) = &config.registration_shared_secret_path else {
+        return Ok(None);
+    };
+    if !path.exists() {
+        let secret = crate::auth::tokens::new_access_token().split_off(4);
+        write_private_file(path, &secret)
+            .with_context(|| format!("registration_shared_secret_path: cannot create {}", path.display()))?;
+        tracing::info!(path = %path.display(), "created a new registration shared secret");
+        return Ok(Some(RegistrationSecret(secret)));
+    }
+    read_secret_file(path).map(|s| Some(RegistrationSecret(s)))
+}
+
+/// Reads a secret file, ignoring surrounding whitespace.
+pub fn read_secret_file(path: &Path) -> anyhow::Result<String> {
+    let secret = std::fs::read_to_string(path)
+        .with_context(|| format!("registration_shared_secret_path: cannot read {}", path.display()))?
+        .trim()
+        .to_owned();
+    anyhow::ensure!(!secret.is_empty(), "registration_shared_secret_path: {} is empty", path.display());
+    Ok(secret)
+}
+
+/// Binds every listener, announces them, and serves until SIGINT or SIGTERM.
+pub async fn serve(state: AppState, register_hint: &str) -> anyhow::Result<()> {
+    let mut servers = tokio::task::JoinSet::new();
+    for listener in &state.config.listeners {
+        if listener.kind == ListenerKind::Metrics {
+            tracing::warn!(port = listener.port, "metrics listeners are not served yet; skipping");
+            continue;
+        }
+        let resources: Vec<_> = listener.resources.iter().flat_map(|r| r.names.iter().copied()).collect();
+        let router = api::router(state.clone(), &resources).layer(Extension(TrustForwardedFor(listener.x_forwarded)));
+        for ip in &listener.bind_addresses {
+            let socket = TcpListener::bind(SocketAddr::new(*ip, listener.port))
+                .await
+                .with_context(|| format!("listeners: cannot bind {ip}:{}", listener.port))?;
+            let local = socket.local_addr()?;
+            println!("Myelin is listening on http://{local} ({resources:?})");
+            let service = router.clone().into_make_service_with_connect_info::<SocketAddr>();
+            servers.spawn(async move { axum::serve(socket, service).with_graceful_shutdown(shutdown_signal()).await });
+        }
+    }
+    println!("Create the first admin user with:\n  {register_hint}");
+    while let Some(result) = servers.join_next().await {
+        result??;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler cannot fail on Unix");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,63 @@
+//! What every handler may use, passed explicitly (no global service locator).
+
+use std::sync::Arc;
+
+use ruma::OwnedServerName;
+
+use crate::{
+    auth::{ratelimit::Ratelimiter, tokens::TokenCache, uia::UiaSessions},
+    config::Config,
+    federation::signing_key::SigningKey,
+    api::admin::register::Nonces,
+    storage::Storage,
+};
+
+/// The shared secret for admin registration; never printed.
+pub struct RegistrationSecret(pub String);
+
+impl std::fmt::Debug for RegistrationSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RegistrationSecret(..)")
+    }
+}
+
+pub struct RateLimiters {
+    pub login_address: Ratelimiter,
+    pub login_account: Ratelimiter,
+    pub login_failed_attempts: Ratelimiter,
+    pub registration: Ratelimiter,
+}
+
+impl RateLimiters {
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            login_address: Ratelimiter::new(config.rc_login.address),
+            login_account: Ratelimiter::new(config.rc_login.account),
+            login_failed_attempts: Ratelimiter::new(config.rc_login.failed_attempts),
+            registration: Ratelimiter::new(config.rc_registration),
+        }
+    }
+}
+
+pub struct Services {
+    pub config: Config,
+    pub server_name: OwnedServerName,
+    pub storage: Storage,
+    pub tokens: TokenCache,
+    pub uia: UiaSessions,
+    pub rate_limits: RateLimiters,
+    pub registration_secret: Option<RegistrationSecret>,
+    pub registration_nonces: Nonces,
+    pub signing_key: SigningKey,
+}
+
+/// Cheap to clone: one `Arc` around the server's services.
+#[derive(Clone)]
+pub struct AppState(pub Arc<Services>);
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}

@@ -1,0 +1,117 @@
+//! The one storage layer: every SQL statement the server runs lives under here.
+//!
+//! Two backends are first-class: SQLite (embedded, WAL, the default) and
+//! PostgreSQL. Statements are written once with `$n` placeholders, which both
+//! drivers accept, and run against whichever pool is open.
+
+mod accounts;
+mod devices;
+mod tokens;
+
+use std::{str::FromStr, time::Duration};
+
+use sqlx::{
+    PgPool, SqlitePool,
+    postgres::PgPoolOptions,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+};
+
+pub use self::{
+    accounts::{NewUser, UserRecord},
+    devices::DeviceRecord,
+    tokens::{AccessTokenRecord, RefreshTokenRecord},
+};
+use crate::config::DatabaseTarget;
+
+pub type Result<T> = std::result::Result<T, sqlx::Error>;
+
+#[derive(Clone)]
+enum Db {
+    /// SQLite allows one writer at a time: writes go through a single
+    /// connection so they queue in-process instead of contending for the lock.
+    Sqlite { read: SqlitePool, write: SqlitePool },
+    Postgres(PgPool),
+}
+
+/// Handle to the homeserver database; cheap to clone.
+#[derive(Clone)]
+pub struct Storage {
+    db: Db,
+}
+
+/// Runs `$body` with `$pool` bound to the pool that serves reads.
+macro_rules! read {
+    ($storage:expr, $pool:ident => $body:expr) => {
+        match &$storage.db {
+            $crate::storage::Db::Sqlite { read: $pool, .. } => $body,
+            $crate::storage::Db::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Runs `$body` with `$pool` bound to the pool that serves writes.
+macro_rules! write {
+    ($storage:expr, $pool:ident => $body:expr) => {
+        match &$storage.db {
+            $crate::storage::Db::Sqlite { write: $pool, .. } => $body,
+            $crate::storage::Db::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use {read, write};
+
+impl Storage {
+    /// Opens (creating if needed) the database and applies pending migrations.
+    pub async fn open(target: &DatabaseTarget) -> anyhow::Result<Self> {
+        let db = match target {
+            DatabaseTarget::Sqlite(path) => {
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent)?;
+                }
+                let options = SqliteConnectOptions::from_str("sqlite://")?
+                    .filename(path)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    // FULL: a commit is on disk before the client hears 200.
+                    .synchronous(SqliteSynchronous::Full)
+                    .foreign_keys(true)
+                    .busy_timeout(Duration::from_secs(10));
+                let write = SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .min_connections(1)
+                    .connect_with(options.clone())
+                    .await?;
+                sqlx::migrate!("migrations/sqlite").run(&write).await?;
+                let read = SqlitePoolOptions::new()
+                    .max_connections(4)
+                    .min_connections(1)
+                    .connect_with(options.read_only(true))
+                    .await?;
+                Db::Sqlite { read, write }
+            }
+            DatabaseTarget::Postgres { url, max_connections } => {
+                let pool = PgPoolOptions::new()
+                    .max_connections(*max_connections)
+                    .min_connections(1)
+                    .connect(url)
+                    .await?;
+                sqlx::migrate!("migrations/postgres").run(&pool).await?;
+                Db::Postgres(pool)
+            }
+        };
+        Ok(Self { db })
+    }
+}
+
+/// Milliseconds since the Unix epoch, as stored in `*_ts` columns.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// Whether an error is a unique-constraint violation (a row already exists).
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(e) if e.is_unique_violation())
+}
