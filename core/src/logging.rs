@@ -56,7 +56,11 @@ pub fn plan(log_config: Option<&Path>, rust_log: Option<&str>) -> anyhow::Result
     };
 
     let mut directives = Vec::new();
-    let root_level = config.root.as_ref().and_then(|r| r.level.as_deref()).unwrap_or("INFO");
+    let root_level = config
+        .root
+        .as_ref()
+        .and_then(|r| r.level.as_deref())
+        .unwrap_or("INFO");
     directives.push(level_name(root_level)?.to_owned());
     let mut debug_target_named = false;
     for (name, logger) in &config.loggers {
@@ -80,7 +84,10 @@ pub fn plan(log_config: Option<&Path>, rust_log: Option<&str>) -> anyhow::Result
         .flat_map(|r| r.handlers.iter())
         .filter_map(|h| config.handlers.get(h))
         .find_map(|h| h.filename.clone());
-    Ok(LogPlan { directives: directives.join(","), file })
+    Ok(LogPlan {
+        directives: directives.join(","),
+        file,
+    })
 }
 
 /// Python's level names (and `TRACE`) as `tracing` levels.
@@ -110,7 +117,10 @@ pub fn init(plan: &LogPlan) -> anyhow::Result<()> {
                 .append(true)
                 .open(path)
                 .map_err(|e| anyhow::anyhow!("log file {path}: {e}"))?;
-            builder.with_ansi(false).with_writer(Mutex::new(file)).init();
+            builder
+                .with_ansi(false)
+                .with_writer(Mutex::new(file))
+                .init();
         }
         None => builder.with_writer(std::io::stderr).init(),
     }
@@ -128,7 +138,10 @@ mod tests {
         let path = dir.join("log.yaml");
         std::fs::write(&path, "version: 1\nroot: {level: DEBUG}\n").unwrap();
         let got = plan(Some(&path), None).unwrap();
-        assert!(got.directives.ends_with("myelin::admin::registration_debug=off"));
+        assert!(
+            got.directives
+                .ends_with("myelin::admin::registration_debug=off")
+        );
 
         std::fs::write(
             &path,
@@ -136,12 +149,18 @@ mod tests {
         )
         .unwrap();
         let got = plan(Some(&path), None).unwrap();
-        assert_eq!(got.directives, "info,myelin::admin::registration_debug=debug");
+        assert_eq!(
+            got.directives,
+            "info,myelin::admin::registration_debug=debug"
+        );
     }
 
     #[test]
     fn rust_log_cannot_enable_the_debug_target_by_accident() {
         let got = plan(None, Some("trace")).unwrap();
-        assert_eq!(got.directives, "info,trace,myelin::admin::registration_debug=off");
+        assert_eq!(
+            got.directives,
+            "info,trace,myelin::admin::registration_debug=off"
+        );
     }
 }

@@ -37,15 +37,24 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let loaded = Config::load(&args.config)?;
         (loaded.config, loaded.unknown_keys)
     };
-    let plan = logging::plan(config.log_config.as_deref(), std::env::var("RUST_LOG").ok().as_deref())?;
+    let plan = logging::plan(
+        config.log_config.as_deref(),
+        std::env::var("RUST_LOG").ok().as_deref(),
+    )?;
     logging::init(&plan)?;
     if !unknown_keys.is_empty() {
         tracing::warn!(keys = %unknown_keys.join(", "), "ignoring unknown configuration keys");
     }
     tracing::info!(server_name = %config.server_name, "starting Myelin {}", env!("CARGO_PKG_VERSION"));
 
-    let exe = std::env::args().next().unwrap_or_else(|| "myelin".to_owned());
-    let config_args: String = args.config.iter().map(|c| format!("-c {} ", c.display())).collect();
+    let exe = std::env::args()
+        .next()
+        .unwrap_or_else(|| "myelin".to_owned());
+    let config_args: String = args
+        .config
+        .iter()
+        .map(|c| format!("-c {} ", c.display()))
+        .collect();
     let hint = format!("{exe} register-user {config_args}-u admin --admin");
 
     let state = server::prepare(config).await?;
@@ -58,7 +67,10 @@ fn generate_config(args: GenerateConfigArgs) -> anyhow::Result<()> {
         "{} already exists; remove it or pass --output",
         args.output.display()
     );
-    std::fs::write(&args.output, sample_config(&args.server_name, &args.data_dir))?;
+    std::fs::write(
+        &args.output,
+        sample_config(&args.server_name, &args.data_dir),
+    )?;
     println!("Wrote {}", args.output.display());
     Ok(())
 }

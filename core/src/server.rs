@@ -19,14 +19,24 @@ use crate::{
 
 /// Builds the server's state from a validated configuration.
 pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
-    std::fs::create_dir_all(&config.data_directory)
-        .with_context(|| format!("data_directory: cannot create {}", config.data_directory.display()))?;
-    std::fs::create_dir_all(config.media_store_path())
-        .with_context(|| format!("media_store_path: cannot create {}", config.media_store_path().display()))?;
+    std::fs::create_dir_all(&config.data_directory).with_context(|| {
+        format!(
+            "data_directory: cannot create {}",
+            config.data_directory.display()
+        )
+    })?;
+    std::fs::create_dir_all(config.media_store_path()).with_context(|| {
+        format!(
+            "media_store_path: cannot create {}",
+            config.media_store_path().display()
+        )
+    })?;
     let signing_key = SigningKey::load_or_generate(&config.signing_key_path())?;
     let registration_secret = load_registration_secret(&config)?;
     let target = config.database_target()?;
-    let storage = Storage::open(&target).await.with_context(|| format!("database: cannot open {target:?}"))?;
+    let storage = Storage::open(&target)
+        .await
+        .with_context(|| format!("database: cannot open {target:?}"))?;
     tracing::info!(database = ?target, "database ready");
 
     let server_name = OwnedServerName::try_from(config.server_name.as_str())?;
@@ -54,8 +64,12 @@ fn load_registration_secret(config: &Config) -> anyhow::Result<Option<Registrati
     };
     if !path.exists() {
         let secret = crate::auth::tokens::new_access_token().split_off(4);
-        write_private_file(path, &secret)
-            .with_context(|| format!("registration_shared_secret_path: cannot create {}", path.display()))?;
+        write_private_file(path, &secret).with_context(|| {
+            format!(
+                "registration_shared_secret_path: cannot create {}",
+                path.display()
+            )
+        })?;
         tracing::info!(path = %path.display(), "created a new registration shared secret");
         return Ok(Some(RegistrationSecret(secret)));
     }
@@ -65,10 +79,19 @@ fn load_registration_secret(config: &Config) -> anyhow::Result<Option<Registrati
 /// Reads a secret file, ignoring surrounding whitespace.
 pub fn read_secret_file(path: &Path) -> anyhow::Result<String> {
     let secret = std::fs::read_to_string(path)
-        .with_context(|| format!("registration_shared_secret_path: cannot read {}", path.display()))?
+        .with_context(|| {
+            format!(
+                "registration_shared_secret_path: cannot read {}",
+                path.display()
+            )
+        })?
         .trim()
         .to_owned();
-    anyhow::ensure!(!secret.is_empty(), "registration_shared_secret_path: {} is empty", path.display());
+    anyhow::ensure!(
+        !secret.is_empty(),
+        "registration_shared_secret_path: {} is empty",
+        path.display()
+    );
     Ok(secret)
 }
 
@@ -77,19 +100,33 @@ pub async fn serve(state: AppState, register_hint: &str) -> anyhow::Result<()> {
     let mut servers = tokio::task::JoinSet::new();
     for listener in &state.config.listeners {
         if listener.kind == ListenerKind::Metrics {
-            tracing::warn!(port = listener.port, "metrics listeners are not served yet; skipping");
+            tracing::warn!(
+                port = listener.port,
+                "metrics listeners are not served yet; skipping"
+            );
             continue;
         }
-        let resources: Vec<_> = listener.resources.iter().flat_map(|r| r.names.iter().copied()).collect();
-        let router = api::router(state.clone(), &resources).layer(Extension(TrustForwardedFor(listener.x_forwarded)));
+        let resources: Vec<_> = listener
+            .resources
+            .iter()
+            .flat_map(|r| r.names.iter().copied())
+            .collect();
+        let router = api::router(state.clone(), &resources)
+            .layer(Extension(TrustForwardedFor(listener.x_forwarded)));
         for ip in &listener.bind_addresses {
             let socket = TcpListener::bind(SocketAddr::new(*ip, listener.port))
                 .await
                 .with_context(|| format!("listeners: cannot bind {ip}:{}", listener.port))?;
             let local = socket.local_addr()?;
             println!("Myelin is listening on http://{local} ({resources:?})");
-            let service = router.clone().into_make_service_with_connect_info::<SocketAddr>();
-            servers.spawn(async move { axum::serve(socket, service).with_graceful_shutdown(shutdown_signal()).await });
+            let service = router
+                .clone()
+                .into_make_service_with_connect_info::<SocketAddr>();
+            servers.spawn(async move {
+                axum::serve(socket, service)
+                    .with_graceful_shutdown(shutdown_signal())
+                    .await
+            });
         }
     }
     println!("Create the first admin user with:\n  {register_hint}");

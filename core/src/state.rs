@@ -5,10 +5,10 @@ use std::sync::Arc;
 use ruma::OwnedServerName;
 
 use crate::{
+    api::admin::register::Nonces,
     auth::{ratelimit::Ratelimiter, tokens::TokenCache, uia::UiaSessions},
     config::Config,
     federation::signing_key::SigningKey,
-    api::admin::register::Nonces,
     storage::Storage,
 };
 

@@ -15,7 +15,11 @@ use std::time::Duration;
 
 #[derive(Debug)]
 pub enum MatrixError {
-    Standard { status: StatusCode, kind: ErrorKind, message: String },
+    Standard {
+        status: StatusCode,
+        kind: ErrorKind,
+        message: String,
+    },
     /// 401 with the flows, completed stages and session of a UIA exchange.
     Uiaa(Box<UiaaInfo>),
 }
@@ -24,7 +28,11 @@ pub type ApiResult<T> = Result<T, MatrixError>;
 
 impl MatrixError {
     pub fn new(status: StatusCode, kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self::Standard { status, kind, message: message.into() }
+        Self::Standard {
+            status,
+            kind,
+            message: message.into(),
+        }
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
@@ -56,20 +64,36 @@ impl MatrixError {
     }
 
     pub fn too_large() -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorKind::TooLarge, "Request body too large")
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::TooLarge,
+            "Request body too large",
+        )
     }
 
     pub fn unknown_token(soft_logout: bool) -> Self {
         let mut data = UnknownTokenErrorData::new();
         data.soft_logout = soft_logout;
-        let message = if soft_logout { "Access token has expired" } else { "Unknown access token" };
-        Self::new(StatusCode::UNAUTHORIZED, ErrorKind::UnknownToken(data), message)
+        let message = if soft_logout {
+            "Access token has expired"
+        } else {
+            "Unknown access token"
+        };
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorKind::UnknownToken(data),
+            message,
+        )
     }
 
     pub fn limit_exceeded(retry_after: Duration) -> Self {
         let mut data = LimitExceededErrorData::new();
         data.retry_after = Some(RetryAfter::Delay(retry_after));
-        Self::new(StatusCode::TOO_MANY_REQUESTS, ErrorKind::LimitExceeded(data), "Too Many Requests")
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::LimitExceeded(data),
+            "Too Many Requests",
+        )
     }
 
     pub fn internal() -> Self {
@@ -88,11 +112,18 @@ impl From<sqlx::Error> for MatrixError {
 impl IntoResponse for MatrixError {
     fn into_response(self) -> Response {
         let rendered = match self {
-            Self::Standard { status, kind, message } => {
-                RumaError::new(status, ErrorBody::Standard(StandardErrorBody::new(kind, message)))
-                    .try_into_http_response::<Vec<u8>>()
+            Self::Standard {
+                status,
+                kind,
+                message,
+            } => RumaError::new(
+                status,
+                ErrorBody::Standard(StandardErrorBody::new(kind, message)),
+            )
+            .try_into_http_response::<Vec<u8>>(),
+            Self::Uiaa(info) => {
+                UiaaResponse::AuthResponse(*info).try_into_http_response::<Vec<u8>>()
             }
-            Self::Uiaa(info) => UiaaResponse::AuthResponse(*info).try_into_http_response::<Vec<u8>>(),
         };
         match rendered {
             Ok(response) => response.map(axum::body::Body::from),

@@ -19,8 +19,15 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     async fn from_request(req: Request, _state: &S) -> Result<Self, MatrixError> {
         let (parts, body) = req.into_parts();
         let bytes = read_body(&parts, body, MAX_JSON_BODY).await?;
-        let value: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|_| MatrixError::new(StatusCode::BAD_REQUEST, ErrorKind::NotJson, "Content not JSON."))?;
-        serde_json::from_value(value).map(Json).map_err(|e| MatrixError::bad_json(e.to_string()))
+        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| {
+            MatrixError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorKind::NotJson,
+                "Content not JSON.",
+            )
+        })?;
+        serde_json::from_value(value)
+            .map(Json)
+            .map_err(|e| MatrixError::bad_json(e.to_string()))
     }
 }

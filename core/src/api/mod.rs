@@ -29,12 +29,19 @@ use ::ruma::api::{IncomingRequest, path_builder::PathBuilder};
 
 /// Registers a handler for a ruma endpoint on every path the spec has had for it.
 pub trait RumaRouter {
-    fn endpoint<Req: IncomingRequest, H: Handler<X, AppState>, X: 'static>(self, handler: H) -> Self;
+    fn endpoint<Req: IncomingRequest, H: Handler<X, AppState>, X: 'static>(
+        self,
+        handler: H,
+    ) -> Self;
 }
 
 impl RumaRouter for Router<AppState> {
-    fn endpoint<Req: IncomingRequest, H: Handler<X, AppState>, X: 'static>(mut self, handler: H) -> Self {
-        let method = MethodFilter::try_from(Req::METHOD).expect("ruma endpoints use standard methods");
+    fn endpoint<Req: IncomingRequest, H: Handler<X, AppState>, X: 'static>(
+        mut self,
+        handler: H,
+    ) -> Self {
+        let method =
+            MethodFilter::try_from(Req::METHOD).expect("ruma endpoints use standard methods");
         for path in Req::PATH_BUILDER.all_paths() {
             self = self.route(path, on(method, handler.clone()));
         }
@@ -50,7 +57,9 @@ pub fn router(state: AppState, resources: &[Resource]) -> Router {
     }
     router
         .fallback(|| async { MatrixError::unrecognized(StatusCode::NOT_FOUND) })
-        .method_not_allowed_fallback(|| async { MatrixError::unrecognized(StatusCode::METHOD_NOT_ALLOWED) })
+        .method_not_allowed_fallback(|| async {
+            MatrixError::unrecognized(StatusCode::METHOD_NOT_ALLOWED)
+        })
         .layer(middleware::from_fn(cors))
         .layer(middleware::from_fn(request_span))
         .with_state(state)
@@ -89,7 +98,10 @@ async fn cors(request: Request, next: Next) -> Response {
         next.run(request).await
     };
     let headers = response.headers_mut();
-    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
         HeaderValue::from_static("GET, POST, PUT, DELETE, OPTIONS"),

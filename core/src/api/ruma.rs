@@ -66,7 +66,9 @@ pub struct Ruma<T> {
 impl<T> Ruma<T> {
     /// The session of an endpoint whose metadata requires a token.
     pub fn session(&self) -> &Session {
-        self.session.as_ref().expect("the extractor authenticates endpoints that require a token")
+        self.session
+            .as_ref()
+            .expect("the extractor authenticates endpoints that require a token")
     }
 }
 
@@ -83,21 +85,34 @@ where
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, MatrixError> {
         let (mut parts, body) = req.into_parts();
-        let path_args: Vec<String> = match RawPathParams::from_request_parts(&mut parts, state).await {
-            Ok(params) => params.iter().map(|(_, value)| value.to_owned()).collect(),
-            Err(_) => return Err(MatrixError::invalid_param("Invalid path parameter encoding")),
-        };
+        let path_args: Vec<String> =
+            match RawPathParams::from_request_parts(&mut parts, state).await {
+                Ok(params) => params.iter().map(|(_, value)| value.to_owned()).collect(),
+                Err(_) => {
+                    return Err(MatrixError::invalid_param(
+                        "Invalid path parameter encoding",
+                    ));
+                }
+            };
         let client_ip = client_ip(&parts);
 
         let session = if <T::Authentication as TokenRequirement>::ACCEPTED {
             match access_token(&parts) {
-                Some(token) => Some(state.tokens.authenticate(&state.storage, token).await.map_err(
-                    |err| match err {
-                        AuthLookupError::Rejected(TokenRejected::Expired) => MatrixError::unknown_token(true),
-                        AuthLookupError::Rejected(TokenRejected::Unknown) => MatrixError::unknown_token(false),
-                        AuthLookupError::Storage(e) => e.into(),
-                    },
-                )?),
+                Some(token) => Some(
+                    state
+                        .tokens
+                        .authenticate(&state.storage, token)
+                        .await
+                        .map_err(|err| match err {
+                            AuthLookupError::Rejected(TokenRejected::Expired) => {
+                                MatrixError::unknown_token(true)
+                            }
+                            AuthLookupError::Rejected(TokenRejected::Unknown) => {
+                                MatrixError::unknown_token(false)
+                            }
+                            AuthLookupError::Storage(e) => e.into(),
+                        })?,
+                ),
                 None if <T::Authentication as TokenRequirement>::REQUIRED => {
                     return Err(MatrixError::new(
                         StatusCode::UNAUTHORIZED,
@@ -114,13 +129,21 @@ where
         let body = read_body(&parts, body, MAX_JSON_BODY).await?;
         let request = http::Request::from_parts(parts, body);
         let body = T::try_from_http_request(request, &path_args).map_err(request_error)?;
-        Ok(Self { body, session, client_ip })
+        Ok(Self {
+            body,
+            session,
+            client_ip,
+        })
     }
 }
 
 /// Reads a body, refusing early on a declared length over `limit` and
 /// stopping as soon as a streamed body passes it.
-pub async fn read_body(parts: &http::request::Parts, body: Body, limit: usize) -> Result<Bytes, MatrixError> {
+pub async fn read_body(
+    parts: &http::request::Parts,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, MatrixError> {
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -131,20 +154,36 @@ pub async fn read_body(parts: &http::request::Parts, body: Body, limit: usize) -
     }
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => Err(MatrixError::too_large()),
-        Err(err) => Err(MatrixError::unknown(StatusCode::BAD_REQUEST, format!("Could not read body: {err}"))),
+        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(MatrixError::too_large())
+        }
+        Err(err) => Err(MatrixError::unknown(
+            StatusCode::BAD_REQUEST,
+            format!("Could not read body: {err}"),
+        )),
     }
 }
 
 fn access_token(parts: &http::request::Parts) -> Option<&str> {
     if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
-        return value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
+        return value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
     }
-    parts.uri.query()?.split('&').find_map(|pair| pair.strip_prefix("access_token="))
+    parts
+        .uri
+        .query()?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("access_token="))
 }
 
 fn client_ip(parts: &http::request::Parts) -> Option<IpAddr> {
-    let trust = parts.extensions.get::<TrustForwardedFor>().is_some_and(|t| t.0);
+    let trust = parts
+        .extensions
+        .get::<TrustForwardedFor>()
+        .is_some_and(|t| t.0);
     if trust
         && let Some(ip) = parts
             .headers
@@ -155,7 +194,10 @@ fn client_ip(parts: &http::request::Parts) -> Option<IpAddr> {
     {
         return Some(ip);
     }
-    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
 }
 
 /// Maps ruma's parse failures onto the spec's error codes.
@@ -163,19 +205,27 @@ fn request_error(err: FromHttpRequestError) -> MatrixError {
     match err {
         FromHttpRequestError::Deserialization(DeserializationError::Json(e)) => {
             if e.is_syntax() || e.is_eof() {
-                MatrixError::new(StatusCode::BAD_REQUEST, ruma::api::error::ErrorKind::NotJson, "Content not JSON.")
+                MatrixError::new(
+                    StatusCode::BAD_REQUEST,
+                    ruma::api::error::ErrorKind::NotJson,
+                    "Content not JSON.",
+                )
             } else {
                 MatrixError::bad_json(e.to_string())
             }
         }
-        FromHttpRequestError::Deserialization(DeserializationError::Utf8(_)) => {
-            MatrixError::new(StatusCode::BAD_REQUEST, ruma::api::error::ErrorKind::NotJson, "Content not UTF-8.")
-        }
+        FromHttpRequestError::Deserialization(DeserializationError::Utf8(_)) => MatrixError::new(
+            StatusCode::BAD_REQUEST,
+            ruma::api::error::ErrorKind::NotJson,
+            "Content not UTF-8.",
+        ),
         FromHttpRequestError::Deserialization(DeserializationError::Ident(e)) => {
             MatrixError::invalid_param(e.to_string())
         }
         FromHttpRequestError::Deserialization(e) => MatrixError::invalid_param(e.to_string()),
-        FromHttpRequestError::MethodMismatch { .. } => MatrixError::unrecognized(StatusCode::METHOD_NOT_ALLOWED),
+        FromHttpRequestError::MethodMismatch { .. } => {
+            MatrixError::unrecognized(StatusCode::METHOD_NOT_ALLOWED)
+        }
         other => MatrixError::bad_json(other.to_string()),
     }
 }

@@ -37,7 +37,11 @@ pub fn verify(password: &str, pepper: &str, stored: &str) -> Verified {
         };
     }
     match PasswordHash::new(stored) {
-        Ok(parsed) if Argon2::default().verify_password(peppered.as_bytes(), &parsed).is_ok() => {
+        Ok(parsed)
+            if Argon2::default()
+                .verify_password(peppered.as_bytes(), &parsed)
+                .is_ok() =>
+        {
             Verified::Yes
         }
         _ => Verified::No,
@@ -89,9 +93,13 @@ mod tests {
 
     #[test]
     fn synapse_bcrypt_hash_verifies_and_asks_for_rehash() {
-        let stored = bcrypt::hash_with_result("hunter2", 4).unwrap().format_for_version(bcrypt::Version::TwoB);
+        let stored = bcrypt::hash_with_result("hunter2", 4)
+            .unwrap()
+            .format_for_version(bcrypt::Version::TwoB);
         assert!(stored.starts_with("$2b$"));
-        assert!(matches!(verify("hunter2", "", &stored), Verified::YesRehash(h) if h.starts_with("$argon2id$")));
+        assert!(
+            matches!(verify("hunter2", "", &stored), Verified::YesRehash(h) if h.starts_with("$argon2id$"))
+        );
         assert_eq!(verify("hunter3", "", &stored), Verified::No);
     }
 }

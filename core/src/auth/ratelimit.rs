@@ -33,7 +33,10 @@ impl Bucket {
 
 impl Ratelimiter {
     pub fn new(limit: RateLimit) -> Self {
-        Self { limit, buckets: Mutex::new(HashMap::new()) }
+        Self {
+            limit,
+            buckets: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Whether `key` may act now; if `update`, the action is counted when allowed.
@@ -41,7 +44,9 @@ impl Ratelimiter {
     pub fn check(&self, key: &str, update: bool) -> Result<(), Duration> {
         let now = Instant::now();
         let mut buckets = self.buckets.lock();
-        let count = buckets.get(key).map_or(0.0, |b| b.drained(self.limit.per_second, now));
+        let count = buckets
+            .get(key)
+            .map_or(0.0, |b| b.drained(self.limit.per_second, now));
         if count + 1.0 > self.limit.burst_count {
             let excess = count + 1.0 - self.limit.burst_count;
             let wait = if self.limit.per_second > 0.0 {
@@ -56,7 +61,13 @@ impl Ratelimiter {
                 let rate = self.limit.per_second;
                 buckets.retain(|_, b| b.drained(rate, now) > 0.0);
             }
-            buckets.insert(key.to_owned(), Bucket { count: count + 1.0, updated: now });
+            buckets.insert(
+                key.to_owned(),
+                Bucket {
+                    count: count + 1.0,
+                    updated: now,
+                },
+            );
         }
         Ok(())
     }
@@ -65,8 +76,16 @@ impl Ratelimiter {
     pub fn record(&self, key: &str) {
         let now = Instant::now();
         let mut buckets = self.buckets.lock();
-        let count = buckets.get(key).map_or(0.0, |b| b.drained(self.limit.per_second, now));
-        buckets.insert(key.to_owned(), Bucket { count: count + 1.0, updated: now });
+        let count = buckets
+            .get(key)
+            .map_or(0.0, |b| b.drained(self.limit.per_second, now));
+        buckets.insert(
+            key.to_owned(),
+            Bucket {
+                count: count + 1.0,
+                updated: now,
+            },
+        );
     }
 }
 
@@ -76,17 +95,26 @@ mod tests {
 
     #[test]
     fn burst_then_refuse_with_retry_after() {
-        let limiter = Ratelimiter::new(RateLimit { per_second: 0.5, burst_count: 2.0 });
+        let limiter = Ratelimiter::new(RateLimit {
+            per_second: 0.5,
+            burst_count: 2.0,
+        });
         assert!(limiter.check("a", true).is_ok());
         assert!(limiter.check("a", true).is_ok());
         let wait = limiter.check("a", true).unwrap_err();
-        assert!(wait > Duration::from_millis(1900) && wait <= Duration::from_secs(2), "{wait:?}");
+        assert!(
+            wait > Duration::from_millis(1900) && wait <= Duration::from_secs(2),
+            "{wait:?}"
+        );
         assert!(limiter.check("b", true).is_ok(), "keys are independent");
     }
 
     #[test]
     fn check_without_update_does_not_count() {
-        let limiter = Ratelimiter::new(RateLimit { per_second: 0.1, burst_count: 1.0 });
+        let limiter = Ratelimiter::new(RateLimit {
+            per_second: 0.1,
+            burst_count: 1.0,
+        });
         assert!(limiter.check("a", false).is_ok());
         assert!(limiter.check("a", false).is_ok());
         limiter.record("a");

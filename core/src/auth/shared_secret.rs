@@ -13,7 +13,8 @@ pub fn registration_mac(
     admin: bool,
     user_type: Option<&str>,
 ) -> String {
-    let mut mac = Hmac::<Sha1>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
+    let mut mac =
+        Hmac::<Sha1>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
     mac.update(nonce.as_bytes());
     mac.update(b"\0");
     mac.update(user.as_bytes());
@@ -27,4 +28,3 @@ pub fn registration_mac(
     }
     hex::encode(mac.finalize().into_bytes())
 }
-

@@ -30,7 +30,11 @@ pub enum TokenRejected {
 }
 
 fn random_string(len: usize) -> String {
-    rand::thread_rng().sample_iter(&Alphanumeric).take(len).map(char::from).collect()
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
 }
 
 pub fn new_access_token() -> String {
@@ -44,7 +48,9 @@ pub fn new_refresh_token() -> String {
 /// A device ID for a login that did not ask for one: ten upper-case letters, as Synapse.
 pub fn new_device_id() -> String {
     let mut rng = rand::thread_rng();
-    (0..10).map(|_| char::from(rng.gen_range(b'A'..=b'Z'))).collect()
+    (0..10)
+        .map(|_| char::from(rng.gen_range(b'A'..=b'Z')))
+        .collect()
 }
 
 /// Tokens are random and long, so one round of SHA-256 is a sufficient hash.
@@ -61,15 +67,23 @@ pub struct TokenCache {
 
 impl TokenCache {
     /// Resolves an access token to its session, from the cache or the database.
-    pub async fn authenticate(&self, storage: &Storage, token: &str) -> Result<Session, AuthLookupError> {
+    pub async fn authenticate(
+        &self,
+        storage: &Storage,
+        token: &str,
+    ) -> Result<Session, AuthLookupError> {
         let token_hash = hash_token(token);
         let cached = self.sessions.read().get(&token_hash).cloned();
         let session = match cached {
             Some(session) => session,
             None => {
-                let record = storage.access_token(&token_hash).await?.ok_or(TokenRejected::Unknown)?;
+                let record = storage
+                    .access_token(&token_hash)
+                    .await?
+                    .ok_or(TokenRejected::Unknown)?;
                 let session = Session {
-                    user_id: OwnedUserId::try_from(record.user_id).map_err(|_| TokenRejected::Unknown)?,
+                    user_id: OwnedUserId::try_from(record.user_id)
+                        .map_err(|_| TokenRejected::Unknown)?,
                     device_id: record.device_id.into(),
                     is_guest: record.is_guest,
                     expires_ts: record.expires_ts,

@@ -36,12 +36,20 @@ pub enum SessionMismatch {
 impl UiaSessions {
     /// Starts a session for `operation` and returns its ID.
     pub fn start(&self, operation: &str) -> String {
-        let id: String = rand::thread_rng().sample_iter(&Alphanumeric).take(24).map(char::from).collect();
+        let id: String = rand::thread_rng()
+            .sample_iter(&Alphanumeric)
+            .take(24)
+            .map(char::from)
+            .collect();
         let mut sessions = self.sessions.lock();
         sessions.retain(|_, s| s.created.elapsed() < SESSION_LIFETIME);
         sessions.insert(
             id.clone(),
-            UiaSession { operation: operation.to_owned(), completed: Vec::new(), created: Instant::now() },
+            UiaSession {
+                operation: operation.to_owned(),
+                completed: Vec::new(),
+                created: Instant::now(),
+            },
         );
         id
     }

@@ -11,11 +11,18 @@ const MAX_USER_ID_LENGTH: usize = 255;
 /// `a-z 0-9 . _ = - / +`, not starting with `_` (reserved for application
 /// services), not all digits (reserved for guests), and a user ID of at most
 /// 255 bytes.
-pub fn check_localpart(localpart: &str, server_name: &str, guest: bool) -> Result<(), InvalidUsername> {
+pub fn check_localpart(
+    localpart: &str,
+    server_name: &str,
+    guest: bool,
+) -> Result<(), InvalidUsername> {
     if localpart.is_empty() {
         return Err(InvalidUsername("User ID cannot be empty"));
     }
-    if !localpart.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/' | b'+')) {
+    if !localpart
+        .bytes()
+        .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/' | b'+'))
+    {
         return Err(InvalidUsername(
             "User ID can only contain characters a-z, 0-9, or '=_-./+'",
         ));
@@ -24,10 +31,14 @@ pub fn check_localpart(localpart: &str, server_name: &str, guest: bool) -> Resul
         return Err(InvalidUsername("User ID may not begin with _"));
     }
     if !guest && localpart.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(InvalidUsername("Numeric user IDs are reserved for guest users."));
+        return Err(InvalidUsername(
+            "Numeric user IDs are reserved for guest users.",
+        ));
     }
     if localpart.len() + server_name.len() + 2 > MAX_USER_ID_LENGTH {
-        return Err(InvalidUsername("User ID may not be longer than 255 characters"));
+        return Err(InvalidUsername(
+            "User ID may not be longer than 255 characters",
+        ));
     }
     Ok(())
 }

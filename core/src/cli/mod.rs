@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "myelin", version, about = "A Matrix homeserver with sandboxed WebAssembly plugins")]
+#[command(
+    name = "myelin",
+    version,
+    about = "A Matrix homeserver with sandboxed WebAssembly plugins"
+)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]

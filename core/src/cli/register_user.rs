@@ -51,7 +51,10 @@ pub async fn run(args: RegisterUserArgs) -> anyhow::Result<()> {
             ),
         },
     };
-    let server_url = args.server_url.clone().unwrap_or_else(|| config.client_url());
+    let server_url = args
+        .server_url
+        .clone()
+        .unwrap_or_else(|| config.client_url());
     let user = match args.user {
         Some(user) => user,
         None => prompt("New user localpart: ")?,
@@ -75,7 +78,15 @@ pub async fn run(args: RegisterUserArgs) -> anyhow::Result<()> {
         matches!(answer.to_lowercase().as_str(), "y" | "yes" | "true")
     };
 
-    let user_id = register(&server_url, &secret, &user, &password, admin, args.user_type.as_deref()).await?;
+    let user_id = register(
+        &server_url,
+        &secret,
+        &user,
+        &password,
+        admin,
+        args.user_type.as_deref(),
+    )
+    .await?;
     println!("Success! Registered {user_id}");
     Ok(())
 }
@@ -96,7 +107,10 @@ async fn register(
     admin: bool,
     user_type: Option<&str>,
 ) -> anyhow::Result<String> {
-    let url = format!("{}/_synapse/admin/v1/register", server_url.trim_end_matches('/'));
+    let url = format!(
+        "{}/_synapse/admin/v1/register",
+        server_url.trim_end_matches('/')
+    );
     let client = reqwest::Client::new();
     let nonce: Value = client
         .get(&url)
@@ -105,7 +119,9 @@ async fn register(
         .with_context(|| format!("cannot reach {url}"))?
         .json()
         .await?;
-    let nonce = nonce["nonce"].as_str().context("the server sent no nonce")?;
+    let nonce = nonce["nonce"]
+        .as_str()
+        .context("the server sent no nonce")?;
     let mut body = json!({
         "nonce": nonce,
         "username": user,

@@ -17,7 +17,9 @@ impl fmt::Debug for ConfigDuration {
 impl ConfigDuration {
     pub fn parse(text: &str) -> Option<Self> {
         let text = text.trim();
-        let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
         let (number, unit) = text.split_at(split);
         let number: u64 = number.parse().ok()?;
         let millis_per_unit: u64 = match unit {
@@ -30,7 +32,9 @@ impl ConfigDuration {
             "y" => 365 * 86_400_000,
             _ => return None,
         };
-        Some(Self(Duration::from_millis(number.checked_mul(millis_per_unit)?)))
+        Some(Self(Duration::from_millis(
+            number.checked_mul(millis_per_unit)?,
+        )))
     }
 }
 
@@ -51,7 +55,8 @@ impl<'de> Deserialize<'de> for ConfigDuration {
                     .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                ConfigDuration::parse(v).ok_or_else(|| E::invalid_value(de::Unexpected::Str(v), &self))
+                ConfigDuration::parse(v)
+                    .ok_or_else(|| E::invalid_value(de::Unexpected::Str(v), &self))
             }
         }
         deserializer.deserialize_any(Visitor)
@@ -64,9 +69,18 @@ mod tests {
 
     #[test]
     fn synapse_duration_forms() {
-        assert_eq!(ConfigDuration::parse("1500").unwrap().0, Duration::from_millis(1500));
-        assert_eq!(ConfigDuration::parse("5m").unwrap().0, Duration::from_secs(300));
-        assert_eq!(ConfigDuration::parse("2d").unwrap().0, Duration::from_secs(172_800));
+        assert_eq!(
+            ConfigDuration::parse("1500").unwrap().0,
+            Duration::from_millis(1500)
+        );
+        assert_eq!(
+            ConfigDuration::parse("5m").unwrap().0,
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            ConfigDuration::parse("2d").unwrap().0,
+            Duration::from_secs(172_800)
+        );
         assert!(ConfigDuration::parse("5 minutes").is_none());
         assert!(ConfigDuration::parse("m").is_none());
     }

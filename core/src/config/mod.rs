@@ -70,7 +70,10 @@ impl Default for Config {
             nonrefreshable_access_token_lifetime: None,
             session_lifetime: None,
             rc_login: LoginRateLimits::default(),
-            rc_registration: RateLimit { per_second: 0.17, burst_count: 3.0 },
+            rc_registration: RateLimit {
+                per_second: 0.17,
+                burst_count: 3.0,
+            },
             log_config: None,
             signing_key_path: None,
             media_store_path: None,
@@ -244,9 +247,18 @@ pub struct LoginRateLimits {
 impl Default for LoginRateLimits {
     fn default() -> Self {
         Self {
-            address: RateLimit { per_second: 0.003, burst_count: 5.0 },
-            account: RateLimit { per_second: 0.03, burst_count: 5.0 },
-            failed_attempts: RateLimit { per_second: 0.17, burst_count: 3.0 },
+            address: RateLimit {
+                per_second: 0.003,
+                burst_count: 5.0,
+            },
+            account: RateLimit {
+                per_second: 0.03,
+                burst_count: 5.0,
+            },
+            failed_attempts: RateLimit {
+                per_second: 0.17,
+                burst_count: 3.0,
+            },
         }
     }
 }
@@ -262,7 +274,11 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(key: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) -> Self {
-        Self { key: key.into(), problem: problem.into(), fix: fix.into() }
+        Self {
+            key: key.into(),
+            problem: problem.into(),
+            fix: fix.into(),
+        }
     }
 }
 
@@ -328,7 +344,10 @@ impl Config {
             ConfigError::new(key, e.into_inner().to_string(), fix)
         })?;
         config.validate()?;
-        Ok(Loaded { config, unknown_keys })
+        Ok(Loaded {
+            config,
+            unknown_keys,
+        })
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -349,13 +368,6 @@ impl Config {
             ));
         }
         for (i, listener) in self.listeners.iter().enumerate() {
-            if listener.port == 0 {
-                return Err(ConfigError::new(
-                    format!("listeners[{i}].port"),
-                    "port 0 is not a usable port",
-                    fix_for("listeners.port"),
-                ));
-            }
             if listener.tls {
                 return Err(ConfigError::new(
                     format!("listeners[{i}].tls"),
@@ -405,7 +417,9 @@ impl Config {
     /// The database to open: the configured one, or SQLite in the data directory.
     pub fn database_target(&self) -> Result<DatabaseTarget, ConfigError> {
         let Some(db) = &self.database else {
-            return Ok(DatabaseTarget::Sqlite(self.data_directory.join("homeserver.db")));
+            return Ok(DatabaseTarget::Sqlite(
+                self.data_directory.join("homeserver.db"),
+            ));
         };
         match db.name.as_str() {
             "sqlite3" => {
@@ -428,7 +442,10 @@ impl Config {
                             "Write e.g. `url: postgres://myelin:secret@localhost/myelin`.",
                         ));
                     }
-                    return Ok(DatabaseTarget::Postgres { url: url.clone(), max_connections });
+                    return Ok(DatabaseTarget::Postgres {
+                        url: url.clone(),
+                        max_connections,
+                    });
                 }
                 let args = &db.args;
                 let mut url = String::from("postgres://");
@@ -451,11 +468,16 @@ impl Config {
                     url.push_str(&format!(":{port}"));
                 }
                 url.push('/');
-                url.push_str(&percent_encode(args.database.as_deref().unwrap_or("myelin")));
+                url.push_str(&percent_encode(
+                    args.database.as_deref().unwrap_or("myelin"),
+                ));
                 if host.starts_with('/') {
                     url.push_str(&format!("?host={}", percent_encode(host)));
                 }
-                Ok(DatabaseTarget::Postgres { url, max_connections })
+                Ok(DatabaseTarget::Postgres {
+                    url,
+                    max_connections,
+                })
             }
             other => Err(ConfigError::new(
                 "database.name",
@@ -466,13 +488,16 @@ impl Config {
     }
 
     pub fn signing_key_path(&self) -> PathBuf {
-        self.signing_key_path
-            .clone()
-            .unwrap_or_else(|| self.data_directory.join(format!("{}.signing.key", self.server_name)))
+        self.signing_key_path.clone().unwrap_or_else(|| {
+            self.data_directory
+                .join(format!("{}.signing.key", self.server_name))
+        })
     }
 
     pub fn media_store_path(&self) -> PathBuf {
-        self.media_store_path.clone().unwrap_or_else(|| self.data_directory.join("media_store"))
+        self.media_store_path
+            .clone()
+            .unwrap_or_else(|| self.data_directory.join("media_store"))
     }
 
     /// The address of the first client listener, for tools that talk to it.
@@ -485,7 +510,11 @@ impl Config {
         let host = match listener.bind_addresses.first() {
             None => "127.0.0.1".to_owned(),
             Some(ip) if ip.is_unspecified() => {
-                if ip.is_ipv4() { "127.0.0.1".to_owned() } else { "[::1]".to_owned() }
+                if ip.is_ipv4() {
+                    "127.0.0.1".to_owned()
+                } else {
+                    "[::1]".to_owned()
+                }
             }
             Some(IpAddr::V6(ip)) => format!("[{ip}]"),
             Some(ip) => ip.to_string(),
@@ -533,21 +562,57 @@ fn fix_for(key: &str) -> String {
         out
     };
     let hints: BTreeMap<&str, &str> = BTreeMap::from([
-        ("server_name", "Write a DNS name, e.g. `server_name: example.org`."),
-        ("listeners.port", "Write a TCP port number between 1 and 65535, e.g. `port: 8008`."),
-        ("listeners.bind_addresses", "Write a list of IP addresses, e.g. `bind_addresses: ['127.0.0.1']`."),
+        (
+            "server_name",
+            "Write a DNS name, e.g. `server_name: example.org`.",
+        ),
+        (
+            "listeners.port",
+            "Write a TCP port number between 1 and 65535, e.g. `port: 8008`.",
+        ),
+        (
+            "listeners.bind_addresses",
+            "Write a list of IP addresses, e.g. `bind_addresses: ['127.0.0.1']`.",
+        ),
         ("listeners.type", "Write `type: http` (or `metrics`)."),
-        ("listeners.resources.names", "Write a list from client, federation, keys, media, metrics, health, openid."),
+        (
+            "listeners.resources.names",
+            "Write a list from client, federation, keys, media, metrics, health, openid.",
+        ),
         ("enable_registration", "Write `true` or `false`."),
-        ("enable_registration_without_verification", "Write `true` or `false`."),
+        (
+            "enable_registration_without_verification",
+            "Write `true` or `false`.",
+        ),
         ("allow_guest_access", "Write `true` or `false`."),
-        ("database", "Write `database: {name: sqlite3, args: {database: homeserver.db}}`."),
-        ("database.args.port", "Write a TCP port number, e.g. `port: 5432`."),
-        ("password_config.enabled", "Write `true`, `false` or `only_for_reauth`."),
-        ("password_config.policy.minimum_length", "Write a whole number, e.g. `minimum_length: 12`."),
-        ("refresh_token_lifetime", "Write a duration such as `24h`, `30m` or a number of milliseconds."),
-        ("refreshable_access_token_lifetime", "Write a duration such as `5m` or a number of milliseconds."),
-        ("session_lifetime", "Write a duration such as `90d` or a number of milliseconds."),
+        (
+            "database",
+            "Write `database: {name: sqlite3, args: {database: homeserver.db}}`.",
+        ),
+        (
+            "database.args.port",
+            "Write a TCP port number, e.g. `port: 5432`.",
+        ),
+        (
+            "password_config.enabled",
+            "Write `true`, `false` or `only_for_reauth`.",
+        ),
+        (
+            "password_config.policy.minimum_length",
+            "Write a whole number, e.g. `minimum_length: 12`.",
+        ),
+        (
+            "refresh_token_lifetime",
+            "Write a duration such as `24h`, `30m` or a number of milliseconds.",
+        ),
+        (
+            "refreshable_access_token_lifetime",
+            "Write a duration such as `5m` or a number of milliseconds.",
+        ),
+        (
+            "session_lifetime",
+            "Write a duration such as `90d` or a number of milliseconds.",
+        ),
     ]);
     if let Some(hint) = hints.get(normalised.as_str()) {
         return (*hint).to_owned();
@@ -582,9 +647,13 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_reported_with_their_path() {
-        let loaded = parse("server_name: a.org\nreport_stats: true\npassword_config: {pepperr: x}\n")
-            .unwrap();
-        assert_eq!(loaded.unknown_keys, vec!["report_stats", "password_config.pepperr"]);
+        let loaded =
+            parse("server_name: a.org\nreport_stats: true\npassword_config: {pepperr: x}\n")
+                .unwrap();
+        assert_eq!(
+            loaded.unknown_keys,
+            vec!["report_stats", "password_config.pepperr"]
+        );
     }
 
     #[test]
@@ -609,7 +678,10 @@ mod tests {
         .unwrap();
         assert_eq!(
             loaded.config.database_target().unwrap(),
-            DatabaseTarget::Postgres { url: "postgres://me:p%40ss@h:5433/db".into(), max_connections: 10 }
+            DatabaseTarget::Postgres {
+                url: "postgres://me:p%40ss@h:5433/db".into(),
+                max_connections: 10
+            }
         );
     }
 }

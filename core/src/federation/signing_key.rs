@@ -25,17 +25,34 @@ impl SigningKey {
     pub fn load_or_generate(path: &Path) -> anyhow::Result<Self> {
         if path.exists() {
             let text = std::fs::read_to_string(path)?;
-            return Self::parse(&text)
-                .ok_or_else(|| anyhow::anyhow!("signing_key_path: {} is not an ed25519 key in Synapse's format", path.display()));
+            return Self::parse(&text).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "signing_key_path: {} is not an ed25519 key in Synapse's format",
+                    path.display()
+                )
+            });
         }
         let version: String = format!(
             "a_{}",
-            rand::thread_rng().sample_iter(&Alphanumeric).take(4).map(char::from).collect::<String>()
+            rand::thread_rng()
+                .sample_iter(&Alphanumeric)
+                .take(4)
+                .map(char::from)
+                .collect::<String>()
         );
         let key = Ed25519Key::generate(&mut OsRng);
-        write_private_file(path, &format!("ed25519 {version} {}\n", STANDARD_NO_PAD.encode(key.to_bytes())))?;
+        write_private_file(
+            path,
+            &format!(
+                "ed25519 {version} {}\n",
+                STANDARD_NO_PAD.encode(key.to_bytes())
+            ),
+        )?;
         tracing::info!(path = %path.display(), key_id = %format!("ed25519:{version}"), "generated a signing key");
-        Ok(Self { key_id: format!("ed25519:{version}"), key })
+        Ok(Self {
+            key_id: format!("ed25519:{version}"),
+            key,
+        })
     }
 
     fn parse(text: &str) -> Option<Self> {
@@ -47,7 +64,10 @@ impl SigningKey {
         }
         let seed = STANDARD_NO_PAD.decode(seed.trim_end_matches('=')).ok()?;
         let seed: [u8; 32] = seed.try_into().ok()?;
-        Some(Self { key_id: format!("ed25519:{version}"), key: Ed25519Key::from_bytes(&seed) })
+        Some(Self {
+            key_id: format!("ed25519:{version}"),
+            key: Ed25519Key::from_bytes(&seed),
+        })
     }
 }
 
@@ -69,7 +89,8 @@ mod tests {
 
     #[test]
     fn reads_a_synapse_key_file() {
-        let key = SigningKey::parse("ed25519 a_AbCd nPAl6ZQSQ6dOjGnrsGxJYxk5JHRhDDUQBq0fTWIRFk8\n").unwrap();
+        let key = SigningKey::parse("ed25519 a_AbCd nPAl6ZQSQ6dOjGnrsGxJYxk5JHRhDDUQBq0fTWIRFk8\n")
+            .unwrap();
         assert_eq!(key.key_id, "ed25519:a_AbCd");
     }
 }

@@ -81,7 +81,12 @@ impl Storage {
     }
 
     /// Renames a device; `Ok(false)` when it does not exist.
-    pub async fn rename_device(&self, user_id: &str, device_id: &str, name: Option<&str>) -> Result<bool> {
+    pub async fn rename_device(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        name: Option<&str>,
+    ) -> Result<bool> {
         write!(self, pool => {
             let done = sqlx::query(
                 "UPDATE devices SET display_name = $1 WHERE user_id = $2 AND device_id = $3",

@@ -29,7 +29,10 @@ pub type Result<T> = std::result::Result<T, sqlx::Error>;
 enum Db {
     /// SQLite allows one writer at a time: writes go through a single
     /// connection so they queue in-process instead of contending for the lock.
-    Sqlite { read: SqlitePool, write: SqlitePool },
+    Sqlite {
+        read: SqlitePool,
+        write: SqlitePool,
+    },
     Postgres(PgPool),
 }
 
@@ -89,7 +92,10 @@ impl Storage {
                     .await?;
                 Db::Sqlite { read, write }
             }
-            DatabaseTarget::Postgres { url, max_connections } => {
+            DatabaseTarget::Postgres {
+                url,
+                max_connections,
+            } => {
                 let pool = PgPoolOptions::new()
                     .max_connections(*max_connections)
                     .min_connections(1)

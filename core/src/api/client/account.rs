@@ -25,7 +25,9 @@ use crate::{
 };
 
 /// `GET /_matrix/client/v3/account/whoami`
-pub async fn whoami(req: Ruma<whoami_endpoint::Request>) -> ApiResult<RumaResponse<whoami_endpoint::Response>> {
+pub async fn whoami(
+    req: Ruma<whoami_endpoint::Request>,
+) -> ApiResult<RumaResponse<whoami_endpoint::Response>> {
     let session = req.session();
     let mut response = whoami_endpoint::Response::new(session.user_id.clone(), session.is_guest);
     response.device_id = Some(session.device_id.clone());
@@ -43,8 +45,9 @@ pub async fn change_password(
     if !config.login_enabled() || !config.localdb_enabled {
         return Err(MatrixError::forbidden("Password change disabled"));
     }
-    password::check_policy(&req.body.new_password, &config.policy)
-        .map_err(|reason| MatrixError::new(StatusCode::BAD_REQUEST, ErrorKind::WeakPassword, reason))?;
+    password::check_policy(&req.body.new_password, &config.policy).map_err(|reason| {
+        MatrixError::new(StatusCode::BAD_REQUEST, ErrorKind::WeakPassword, reason)
+    })?;
     uia::authenticate(
         &state,
         "POST /account/password",
@@ -61,9 +64,14 @@ pub async fn change_password(
     let user_id = session.user_id.as_str();
     state.storage.set_password_hash(user_id, &hash).await?;
     if req.body.logout_devices {
-        let others = state.storage.other_device_ids(user_id, Some(session.device_id.as_str())).await?;
+        let others = state
+            .storage
+            .other_device_ids(user_id, Some(session.device_id.as_str()))
+            .await?;
         state.storage.delete_devices(user_id, &others).await?;
-        state.tokens.forget_user(user_id, Some(session.device_id.as_str()));
+        state
+            .tokens
+            .forget_user(user_id, Some(session.device_id.as_str()));
     }
     Ok(RumaResponse(change_password_endpoint::Response::new()))
 }
@@ -86,5 +94,7 @@ pub async fn deactivate(
     state.storage.deactivate_user(user_id).await?;
     state.tokens.forget_user(user_id, None);
     tracing::info!(%user_id, "deactivated account");
-    Ok(RumaResponse(deactivate_endpoint::Response::new(ThirdPartyIdRemovalStatus::NoSupport)))
+    Ok(RumaResponse(deactivate_endpoint::Response::new(
+        ThirdPartyIdRemovalStatus::NoSupport,
+    )))
 }

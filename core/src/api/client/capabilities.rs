@@ -25,11 +25,20 @@ pub async fn get_capabilities(
 ) -> ApiResult<RumaResponse<capabilities::Response>> {
     let password = &state.config.password_config;
     let mut caps = Capabilities::new();
-    caps.change_password = ChangePasswordCapability::new(password.login_enabled() && password.localdb_enabled);
+    caps.change_password =
+        ChangePasswordCapability::new(password.login_enabled() && password.localdb_enabled);
     caps.thirdparty_id_changes = ThirdPartyIdChangesCapability::new(false);
     let available: BTreeMap<RoomVersionId, RoomVersionStability> = [
-        RoomVersionId::V1, RoomVersionId::V2, RoomVersionId::V3, RoomVersionId::V4, RoomVersionId::V5,
-        RoomVersionId::V6, RoomVersionId::V7, RoomVersionId::V8, RoomVersionId::V9, RoomVersionId::V10,
+        RoomVersionId::V1,
+        RoomVersionId::V2,
+        RoomVersionId::V3,
+        RoomVersionId::V4,
+        RoomVersionId::V5,
+        RoomVersionId::V6,
+        RoomVersionId::V7,
+        RoomVersionId::V8,
+        RoomVersionId::V9,
+        RoomVersionId::V10,
         RoomVersionId::V11,
     ]
     .into_iter()

@@ -39,8 +39,13 @@ pub async fn get_devices(
     State(state): State<AppState>,
     req: Ruma<get_all::Request>,
 ) -> ApiResult<RumaResponse<get_all::Response>> {
-    let devices = state.storage.devices(req.session().user_id.as_str()).await?;
-    Ok(RumaResponse(get_all::Response::new(devices.into_iter().map(to_device).collect())))
+    let devices = state
+        .storage
+        .devices(req.session().user_id.as_str())
+        .await?;
+    Ok(RumaResponse(get_all::Response::new(
+        devices.into_iter().map(to_device).collect(),
+    )))
 }
 
 /// `GET /_matrix/client/v3/devices/{deviceId}`
@@ -63,7 +68,11 @@ pub async fn update_device(
 ) -> ApiResult<RumaResponse<update_one::Response>> {
     let renamed = state
         .storage
-        .rename_device(req.session().user_id.as_str(), req.body.device_id.as_str(), req.body.display_name.as_deref())
+        .rename_device(
+            req.session().user_id.as_str(),
+            req.body.device_id.as_str(),
+            req.body.display_name.as_deref(),
+        )
         .await?;
     if !renamed {
         return Err(MatrixError::not_found("Device not found"));
@@ -78,7 +87,12 @@ pub async fn delete_device(
 ) -> ApiResult<RumaResponse<delete_one::Response>> {
     let session = req.session();
     let user_id = session.user_id.as_str();
-    if state.storage.device(user_id, req.body.device_id.as_str()).await?.is_none() {
+    if state
+        .storage
+        .device(user_id, req.body.device_id.as_str())
+        .await?
+        .is_none()
+    {
         return Err(MatrixError::not_found("Device not found"));
     }
     uia::authenticate(

@@ -25,7 +25,9 @@ pub fn router() -> Router<AppState> {
         .endpoint::<sess::logout::v3::Request, _, _>(session::logout)
         .endpoint::<sess::logout_all::v3::Request, _, _>(session::logout_all)
         .endpoint::<acct::register::v3::Request, _, _>(register::register)
-        .endpoint::<acct::get_username_availability::v3::Request, _, _>(register::get_username_availability)
+        .endpoint::<acct::get_username_availability::v3::Request, _, _>(
+            register::get_username_availability,
+        )
         .endpoint::<acct::whoami::v3::Request, _, _>(account::whoami)
         .endpoint::<acct::change_password::v3::Request, _, _>(account::change_password)
         .endpoint::<acct::deactivate::v3::Request, _, _>(account::deactivate)

@@ -37,7 +37,11 @@ fn invalid_username(reason: &str) -> MatrixError {
 }
 
 fn user_in_use() -> MatrixError {
-    MatrixError::new(StatusCode::BAD_REQUEST, ErrorKind::UserInUse, "User ID already taken.")
+    MatrixError::new(
+        StatusCode::BAD_REQUEST,
+        ErrorKind::UserInUse,
+        "User ID already taken.",
+    )
 }
 
 fn registration_disabled() -> MatrixError {
@@ -46,7 +50,9 @@ fn registration_disabled() -> MatrixError {
 
 /// A fresh all-digit localpart, the form Synapse reserves for generated IDs.
 fn generated_localpart() -> String {
-    rand::thread_rng().gen_range(1_000_000_000u64..10_000_000_000).to_string()
+    rand::thread_rng()
+        .gen_range(1_000_000_000u64..10_000_000_000)
+        .to_string()
 }
 
 /// `POST /_matrix/client/v3/register`
@@ -55,7 +61,11 @@ pub async fn register(
     req: Ruma<register_endpoint::Request>,
 ) -> ApiResult<RumaResponse<register_endpoint::Response>> {
     let ip = req.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
-    state.rate_limits.registration.check(&ip, true).map_err(MatrixError::limit_exceeded)?;
+    state
+        .rate_limits
+        .registration
+        .check(&ip, true)
+        .map_err(MatrixError::limit_exceeded)?;
     let body = req.body;
     let guest = body.kind == RegistrationKind::Guest;
     let config = &state.config;
@@ -76,10 +86,15 @@ pub async fn register(
     // client learns of a taken name before it walks through the auth flow.
     let desired = match (&body.username, guest) {
         (Some(name), false) => {
-            let localpart = name.to_lowercase();
+            let localpart = name.clone();
             username::check_localpart(&localpart, state.server_name.as_str(), false)
                 .map_err(|e| invalid_username(e.0))?;
-            if state.storage.user(&format!("@{localpart}:{}", state.server_name)).await?.is_some() {
+            if state
+                .storage
+                .user(&format!("@{localpart}:{}", state.server_name))
+                .await?
+                .is_some()
+            {
                 return Err(user_in_use());
             }
             Some(localpart)
@@ -89,9 +104,13 @@ pub async fn register(
     let password_hash = if guest {
         None
     } else {
-        let password = body.password.as_deref().ok_or_else(|| MatrixError::missing_param("Missing param: password"))?;
-        password::check_policy(password, &config.password_config.policy)
-            .map_err(|reason| MatrixError::new(StatusCode::BAD_REQUEST, ErrorKind::WeakPassword, reason))?;
+        let password = body
+            .password
+            .as_deref()
+            .ok_or_else(|| MatrixError::missing_param("Missing param: password"))?;
+        password::check_policy(password, &config.password_config.policy).map_err(|reason| {
+            MatrixError::new(StatusCode::BAD_REQUEST, ErrorKind::WeakPassword, reason)
+        })?;
         let (password, pepper) = (password.to_owned(), config.password_config.pepper.clone());
         Some(
             tokio::task::spawn_blocking(move || password::hash(&password, &pepper))
@@ -101,8 +120,14 @@ pub async fn register(
     };
 
     if !guest {
-        uia::authenticate(&state, "POST /register", body.auth.as_ref(), &[&[AuthType::Dummy]], Subject::Registration)
-            .await?;
+        uia::authenticate(
+            &state,
+            "POST /register",
+            body.auth.as_ref(),
+            &[&[AuthType::Dummy]],
+            Subject::Registration,
+        )
+        .await?;
     }
 
     // A generated ID may collide with an existing one: try a few.
@@ -161,9 +186,15 @@ pub async fn get_username_availability(
     if !state.config.enable_registration {
         return Err(registration_disabled());
     }
-    let localpart = req.body.username.to_lowercase();
-    username::check_localpart(&localpart, state.server_name.as_str(), false).map_err(|e| invalid_username(e.0))?;
-    if state.storage.user(&format!("@{localpart}:{}", state.server_name)).await?.is_some() {
+    let localpart = req.body.username;
+    username::check_localpart(&localpart, state.server_name.as_str(), false)
+        .map_err(|e| invalid_username(e.0))?;
+    if state
+        .storage
+        .user(&format!("@{localpart}:{}", state.server_name))
+        .await?
+        .is_some()
+    {
         return Err(user_in_use());
     }
     Ok(RumaResponse(availability::Response::new(true)))

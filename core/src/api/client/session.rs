@@ -57,14 +57,24 @@ pub async fn login(
     req: Ruma<login_endpoint::Request>,
 ) -> ApiResult<RumaResponse<login_endpoint::Response>> {
     let ip = req.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
-    state.rate_limits.login_address.check(&ip, true).map_err(MatrixError::limit_exceeded)?;
+    state
+        .rate_limits
+        .login_address
+        .check(&ip, true)
+        .map_err(MatrixError::limit_exceeded)?;
 
     let body = req.body;
     let LoginInfo::Password(credentials) = body.login_info else {
-        return Err(MatrixError::unknown(StatusCode::BAD_REQUEST, "Unknown login type"));
+        return Err(MatrixError::unknown(
+            StatusCode::BAD_REQUEST,
+            "Unknown login type",
+        ));
     };
     if !password_login_enabled(&state) {
-        return Err(MatrixError::unknown(StatusCode::BAD_REQUEST, "Password login has been disabled."));
+        return Err(MatrixError::unknown(
+            StatusCode::BAD_REQUEST,
+            "Password login has been disabled.",
+        ));
     }
     #[allow(deprecated)] // the legacy `user` field is still sent by old clients
     let named = match (&credentials.identifier, &credentials.user) {
@@ -75,8 +85,16 @@ pub async fn login(
     };
     let user_id = qualify(&named, &state);
 
-    state.rate_limits.login_account.check(&user_id, true).map_err(MatrixError::limit_exceeded)?;
-    state.rate_limits.login_failed_attempts.check(&user_id, false).map_err(MatrixError::limit_exceeded)?;
+    state
+        .rate_limits
+        .login_account
+        .check(&user_id, true)
+        .map_err(MatrixError::limit_exceeded)?;
+    state
+        .rate_limits
+        .login_failed_attempts
+        .check(&user_id, false)
+        .map_err(MatrixError::limit_exceeded)?;
 
     let user = state.storage.user(&user_id).await?;
     let pepper = state.config.password_config.pepper.clone();
@@ -107,7 +125,10 @@ pub async fn login(
         ));
     }
     if let password::Verified::YesRehash(new_hash) = verified {
-        state.storage.set_password_hash(&user.user_id, &new_hash).await?;
+        state
+            .storage
+            .set_password_hash(&user.user_id, &new_hash)
+            .await?;
         tracing::info!(user_id = %user.user_id, "rehashed a bcrypt password with argon2id");
     }
 
@@ -130,7 +151,9 @@ pub async fn login(
     response.refresh_token = login.refresh_token;
     response.expires_in = login.expires_in;
     if let Some(base_url) = &state.config.public_baseurl {
-        response.well_known = Some(DiscoveryInfo::new(login_endpoint::HomeserverInfo::new(base_url.clone())));
+        response.well_known = Some(DiscoveryInfo::new(login_endpoint::HomeserverInfo::new(
+            base_url.clone(),
+        )));
     }
     Ok(RumaResponse(response))
 }
@@ -168,15 +191,27 @@ pub struct LoginSession {
 
 /// Creates (or re-uses) the device and issues its tokens. Any token the
 /// device had before is revoked, as the spec asks for a re-used device ID.
-pub async fn start_login_session(state: &AppState, user_id: &str, options: LoginOptions) -> ApiResult<LoginSession> {
+pub async fn start_login_session(
+    state: &AppState,
+    user_id: &str,
+    options: LoginOptions,
+) -> ApiResult<LoginSession> {
     let device_id = options.device_id.unwrap_or_else(tokens::new_device_id);
     if state.storage.device(user_id, &device_id).await?.is_some() {
-        state.storage.delete_devices(user_id, std::slice::from_ref(&device_id)).await?;
+        state
+            .storage
+            .delete_devices(user_id, std::slice::from_ref(&device_id))
+            .await?;
         state.tokens.forget_device(user_id, &device_id);
     }
     state
         .storage
-        .upsert_device(user_id, &device_id, options.display_name.as_deref(), options.ip.as_deref())
+        .upsert_device(
+            user_id,
+            &device_id,
+            options.display_name.as_deref(),
+            options.ip.as_deref(),
+        )
         .await?;
     issue_tokens(state, user_id, &device_id, options.refresh_token, None).await
 }
@@ -191,8 +226,11 @@ async fn issue_tokens(
 ) -> ApiResult<LoginSession> {
     let config = &state.config;
     let now = now_ms();
-    let session_end_ts =
-        session_end_ts.or_else(|| config.session_lifetime.map(|d| now + d.0.as_millis() as i64));
+    let session_end_ts = session_end_ts.or_else(|| {
+        config
+            .session_lifetime
+            .map(|d| now + d.0.as_millis() as i64)
+    });
     let lifetime = if with_refresh {
         Some(config.refreshable_access_token_lifetime.0)
     } else {
@@ -206,13 +244,24 @@ async fn issue_tokens(
     let refresh_token = with_refresh.then(tokens::new_refresh_token);
     let refresh_hash = refresh_token.as_deref().map(tokens::hash_token);
     if let Some(hash) = &refresh_hash {
-        let refresh_expires = config.refresh_token_lifetime.map(|d| now + d.0.as_millis() as i64);
-        state.storage.insert_refresh_token(hash, user_id, device_id, refresh_expires, session_end_ts).await?;
+        let refresh_expires = config
+            .refresh_token_lifetime
+            .map(|d| now + d.0.as_millis() as i64);
+        state
+            .storage
+            .insert_refresh_token(hash, user_id, device_id, refresh_expires, session_end_ts)
+            .await?;
     }
     let access_token = tokens::new_access_token();
     state
         .storage
-        .insert_access_token(&tokens::hash_token(&access_token), user_id, device_id, expires_ts, refresh_hash.as_deref())
+        .insert_access_token(
+            &tokens::hash_token(&access_token),
+            user_id,
+            device_id,
+            expires_ts,
+            refresh_hash.as_deref(),
+        )
         .await?;
     Ok(LoginSession {
         device_id: device_id.to_owned(),
@@ -233,12 +282,23 @@ pub async fn refresh(
         .take_refresh_token(&hash)
         .await?
         .ok_or_else(|| MatrixError::unknown_token(false))?;
-    state.tokens.forget_device(&record.user_id, &record.device_id);
+    state
+        .tokens
+        .forget_device(&record.user_id, &record.device_id);
     let now = now_ms();
-    if record.expires_ts.is_some_and(|ts| ts <= now) || record.session_end_ts.is_some_and(|ts| ts <= now) {
+    if record.expires_ts.is_some_and(|ts| ts <= now)
+        || record.session_end_ts.is_some_and(|ts| ts <= now)
+    {
         return Err(MatrixError::unknown_token(false));
     }
-    let login = issue_tokens(&state, &record.user_id, &record.device_id, true, record.session_end_ts).await?;
+    let login = issue_tokens(
+        &state,
+        &record.user_id,
+        &record.device_id,
+        true,
+        record.session_end_ts,
+    )
+    .await?;
     let mut response = refresh_endpoint::Response::new(login.access_token);
     response.refresh_token = login.refresh_token;
     response.expires_in_ms = login.expires_in;
@@ -252,8 +312,13 @@ pub async fn logout(
 ) -> ApiResult<RumaResponse<logout_endpoint::Response>> {
     let session = req.session();
     let user_id = session.user_id.as_str();
-    state.storage.delete_devices(user_id, &[session.device_id.to_string()]).await?;
-    state.tokens.forget_device(user_id, session.device_id.as_str());
+    state
+        .storage
+        .delete_devices(user_id, &[session.device_id.to_string()])
+        .await?;
+    state
+        .tokens
+        .forget_device(user_id, session.device_id.as_str());
     Ok(RumaResponse(logout_endpoint::Response::new()))
 }
 

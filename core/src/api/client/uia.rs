@@ -32,10 +32,16 @@ pub async fn authenticate(
 ) -> ApiResult<()> {
     let challenge = |session: String, completed: Vec<String>, error: Option<StandardErrorBody>| {
         let mut info = UiaaInfo::new(
-            flows.iter().map(|stages| AuthFlow::new(stages.to_vec())).collect(),
+            flows
+                .iter()
+                .map(|stages| AuthFlow::new(stages.to_vec()))
+                .collect(),
         );
         info.session = Some(session);
-        info.completed = completed.iter().map(|s| AuthType::from(s.as_str())).collect();
+        info.completed = completed
+            .iter()
+            .map(|s| AuthType::from(s.as_str()))
+            .collect();
         info.auth_error = error;
         MatrixError::Uiaa(Box::new(info))
     };
@@ -47,10 +53,15 @@ pub async fn authenticate(
         Some(id) => match state.uia.get(id, operation) {
             Ok(_) => id.to_owned(),
             Err(SessionMismatch::Unknown) => {
-                return Err(MatrixError::unknown(StatusCode::BAD_REQUEST, "Unknown session ID"));
+                return Err(MatrixError::unknown(
+                    StatusCode::BAD_REQUEST,
+                    "Unknown session ID",
+                ));
             }
             Err(SessionMismatch::OtherOperation) => {
-                return Err(MatrixError::forbidden("Requested operation has changed during the UI authentication session."));
+                return Err(MatrixError::forbidden(
+                    "Requested operation has changed during the UI authentication session.",
+                ));
             }
         },
         None => state.uia.start(operation),
@@ -62,30 +73,50 @@ pub async fn authenticate(
         (AuthData::Dummy(_), _) if offered.contains(&&AuthType::Dummy) => {
             state.uia.complete(&session, AuthType::Dummy.as_str())
         }
-        (AuthData::Password(p), Subject::User(user_id)) if offered.contains(&&AuthType::Password) => {
+        (AuthData::Password(p), Subject::User(user_id))
+            if offered.contains(&&AuthType::Password) =>
+        {
             if check_password(state, user_id, &p.identifier, &p.password).await? {
                 state.uia.complete(&session, AuthType::Password.as_str())
             } else {
-                let completed = state.uia.get(&session, operation).map(|s| s.completed).unwrap_or_default();
+                let completed = state
+                    .uia
+                    .get(&session, operation)
+                    .map(|s| s.completed)
+                    .unwrap_or_default();
                 return Err(challenge(
                     session,
                     completed,
-                    Some(StandardErrorBody::new(ErrorKind::Forbidden, "Invalid password".to_owned())),
+                    Some(StandardErrorBody::new(
+                        ErrorKind::Forbidden,
+                        "Invalid password".to_owned(),
+                    )),
                 ));
             }
         }
         _ => {
             let name = stage.map(|s| s.to_string()).unwrap_or_default();
-            let completed = state.uia.get(&session, operation).map(|s| s.completed).unwrap_or_default();
+            let completed = state
+                .uia
+                .get(&session, operation)
+                .map(|s| s.completed)
+                .unwrap_or_default();
             return Err(challenge(
                 session,
                 completed,
-                Some(StandardErrorBody::new(ErrorKind::Unrecognized, format!("Unrecognized login type {name}"))),
+                Some(StandardErrorBody::new(
+                    ErrorKind::Unrecognized,
+                    format!("Unrecognized login type {name}"),
+                )),
             ));
         }
     };
 
-    let done = flows.iter().any(|stages| stages.iter().all(|s| completed.iter().any(|c| c == s.as_str())));
+    let done = flows.iter().any(|stages| {
+        stages
+            .iter()
+            .all(|s| completed.iter().any(|c| c == s.as_str()))
+    });
     if done {
         state.uia.finish(&session);
         Ok(())

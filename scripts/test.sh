@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs every test, on SQLite and on PostgreSQL, on a fresh machine that has
+# only the Rust toolchain: installs and starts what the tests need first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/myelin-target}"
+PG_PORT="${MYELIN_TEST_PG_PORT:-55432}"
+PG_DIR="${MYELIN_TEST_PG_DIR:-/var/tmp/myelin-test-pg}"
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# PostgreSQL from Debian's packages.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  echo "==> installing PostgreSQL"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+fi
+PG_BIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
+
+# A throwaway cluster of our own on a private port, trusted on loopback only.
+run_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+if [ -f "$PG_DIR/postmaster.pid" ]; then
+  run_pg "$PG_BIN/pg_ctl" -D "$PG_DIR" stop -m immediate >/dev/null 2>&1 || true
+fi
+as_root rm -rf "$PG_DIR"
+as_root mkdir -p "$PG_DIR"
+[ "$(id -u)" = 0 ] && chown postgres:postgres "$PG_DIR"
+run_pg "$PG_BIN/initdb" -D "$PG_DIR" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+run_pg "$PG_BIN/pg_ctl" -D "$PG_DIR" -l "$PG_DIR/server.log" -w \
+  -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300" start >/dev/null
+trap 'run_pg "$PG_BIN/pg_ctl" -D "$PG_DIR" stop -m fast >/dev/null 2>&1 || true' EXIT
+export MYELIN_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+
+# The wasm target, for plugins built from source in the test run.
+rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
+
+echo "==> building"
+cargo build --workspace --all-targets
+echo "==> testing (SQLite and PostgreSQL)"
+cargo test --workspace -- --test-threads 4
