@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 
 use crate::{
     api::{self, ruma::TrustForwardedFor},
-    auth::{tokens::TokenCache, uia::UiaSessions},
+    auth::{password::PasswordHasher, tokens::TokenCache, uia::UiaSessions},
     config::{Config, ListenerKind},
     federation::signing_key::{SigningKey, write_private_file},
     state::{AppState, RateLimiters, RegistrationSecret, Services},
@@ -44,6 +44,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
         server_name,
         storage,
         tokens: TokenCache::default(),
+        passwords: PasswordHasher::new(config.password_config.pepper.clone()),
         uia: UiaSessions::default(),
         rate_limits: RateLimiters::from_config(&config),
         registration_secret,

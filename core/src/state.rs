@@ -6,7 +6,7 @@ use ruma::OwnedServerName;
 
 use crate::{
     api::admin::register::Nonces,
-    auth::{ratelimit::Ratelimiter, tokens::TokenCache, uia::UiaSessions},
+    auth::{password::PasswordHasher, ratelimit::Ratelimiter, tokens::TokenCache, uia::UiaSessions},
     config::Config,
     federation::signing_key::SigningKey,
     storage::Storage,
@@ -44,6 +44,7 @@ pub struct Services {
     pub server_name: OwnedServerName,
     pub storage: Storage,
     pub tokens: TokenCache,
+    pub passwords: PasswordHasher,
     pub uia: UiaSessions,
     pub rate_limits: RateLimiters,
     pub registration_secret: Option<RegistrationSecret>,

@@ -3,10 +3,51 @@
 
 use argon2::{
     Argon2,
-    password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng},
+    password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier, SaltString, rand_core::OsRng},
 };
 
+use tokio::sync::Semaphore;
+
 use crate::config::PasswordPolicy;
+
+/// Hashes and verifies off the async threads, a bounded number at a time:
+/// each argon2 run takes ~19 MiB and a core for tens of milliseconds, so a
+/// login flood must queue rather than multiply memory and threads.
+pub struct PasswordHasher {
+    pepper: String,
+    permits: Semaphore,
+}
+
+impl PasswordHasher {
+    pub fn new(pepper: String) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self { pepper, permits: Semaphore::new(cores) }
+    }
+
+    async fn run<T: Send + 'static>(&self, work: impl FnOnce(&str) -> T + Send + 'static) -> T {
+        let _permit = self.permits.acquire().await.expect("the semaphore is never closed");
+        let pepper = self.pepper.clone();
+        tokio::task::spawn_blocking(move || work(&pepper)).await.expect("password hashing does not panic")
+    }
+
+    pub async fn hash(&self, password: &str) -> String {
+        let password = password.to_owned();
+        self.run(move |pepper| hash(&password, pepper)).await
+    }
+
+    /// Verifies against `stored`; with no stored hash, takes as long and says no.
+    pub async fn verify(&self, password: &str, stored: Option<String>) -> Verified {
+        let password = password.to_owned();
+        self.run(move |pepper| match stored {
+            Some(stored) => verify(&password, pepper, &stored),
+            None => {
+                verify_against_nothing(&password);
+                Verified::No
+            }
+        })
+        .await
+    }
+}
 
 /// The outcome of checking a password against a stored hash.
 #[derive(Debug, PartialEq, Eq)]
@@ -18,7 +59,7 @@ pub enum Verified {
 }
 
 /// Hashes with argon2id and a fresh salt. `pepper` is appended as Synapse does.
-pub fn hash(password: &str, pepper: &str) -> String {
+fn hash(password: &str, pepper: &str) -> String {
     let salt = SaltString::generate(&mut OsRng);
     let peppered = format!("{password}{pepper}");
     Argon2::default()
@@ -28,7 +69,7 @@ pub fn hash(password: &str, pepper: &str) -> String {
 }
 
 /// Checks `password` against `stored` (argon2 PHC string or bcrypt `$2b$…`).
-pub fn verify(password: &str, pepper: &str, stored: &str) -> Verified {
+fn verify(password: &str, pepper: &str, stored: &str) -> Verified {
     let peppered = format!("{password}{pepper}");
     if stored.starts_with("$2") {
         return match bcrypt::verify(peppered.as_bytes(), stored) {
@@ -50,7 +91,7 @@ pub fn verify(password: &str, pepper: &str, stored: &str) -> Verified {
 
 /// Burns the time a real verification takes, so that a login for an unknown
 /// user is not told apart from a wrong password by its timing.
-pub fn verify_against_nothing(password: &str) {
+fn verify_against_nothing(password: &str) {
     static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let dummy = DUMMY.get_or_init(|| hash("not a password", ""));
     let _ = verify(password, "", dummy);

@@ -22,7 +22,7 @@ use crate::{
         error::{ApiResult, MatrixError},
         json::Json,
     },
-    auth::{password, shared_secret::registration_mac, username},
+    auth::{shared_secret::registration_mac, username},
     logging::REGISTRATION_DEBUG_TARGET,
     state::AppState,
     storage::NewUser,
@@ -161,7 +161,7 @@ pub async fn register_with_shared_secret(
     username::check_localpart(&localpart, state.server_name.as_str(), false)
         .map_err(|e| MatrixError::new(StatusCode::BAD_REQUEST, ErrorKind::InvalidUsername, e.0))?;
     let user_id = format!("@{localpart}:{}", state.server_name);
-    let hash = password::hash(&password, &state.config.password_config.pepper);
+    let hash = state.passwords.hash(&password).await;
     let created = state
         .storage
         .create_user(&NewUser {

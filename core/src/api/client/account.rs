@@ -57,10 +57,7 @@ pub async fn change_password(
     )
     .await?;
 
-    let (new_password, pepper) = (req.body.new_password.clone(), config.pepper.clone());
-    let hash = tokio::task::spawn_blocking(move || password::hash(&new_password, &pepper))
-        .await
-        .map_err(|_| MatrixError::internal())?;
+    let hash = state.passwords.hash(&req.body.new_password).await;
     let user_id = session.user_id.as_str();
     state.storage.set_password_hash(user_id, &hash).await?;
     if req.body.logout_devices {

@@ -111,12 +111,7 @@ pub async fn register(
         password::check_policy(password, &config.password_config.policy).map_err(|reason| {
             MatrixError::new(StatusCode::BAD_REQUEST, ErrorKind::WeakPassword, reason)
         })?;
-        let (password, pepper) = (password.to_owned(), config.password_config.pepper.clone());
-        Some(
-            tokio::task::spawn_blocking(move || password::hash(&password, &pepper))
-                .await
-                .map_err(|_| MatrixError::internal())?,
-        )
+        Some(state.passwords.hash(password).await)
     };
 
     if !guest {

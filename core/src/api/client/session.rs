@@ -97,18 +97,8 @@ pub async fn login(
         .map_err(MatrixError::limit_exceeded)?;
 
     let user = state.storage.user(&user_id).await?;
-    let pepper = state.config.password_config.pepper.clone();
-    let given = credentials.password;
     let stored = user.as_ref().and_then(|u| u.password_hash.clone());
-    let verified = tokio::task::spawn_blocking(move || match stored {
-        Some(stored) => password::verify(&given, &pepper, &stored),
-        None => {
-            password::verify_against_nothing(&given);
-            password::Verified::No
-        }
-    })
-    .await
-    .map_err(|_| MatrixError::internal())?;
+    let verified = state.passwords.verify(&credentials.password, stored).await;
 
     let user = match (user, &verified) {
         (Some(user), password::Verified::Yes | password::Verified::YesRehash(_)) => user,

@@ -146,13 +146,6 @@ async fn check_password(
     let Some(user) = state.storage.user(user_id.as_str()).await? else {
         return Ok(false);
     };
-    let Some(stored) = user.password_hash else {
-        return Ok(false);
-    };
-    let pepper = state.config.password_config.pepper.clone();
-    let given = given.to_owned();
-    let verified = tokio::task::spawn_blocking(move || password::verify(&given, &pepper, &stored))
-        .await
-        .map_err(|_| MatrixError::internal())?;
+    let verified = state.passwords.verify(given, user.password_hash).await;
     Ok(verified != password::Verified::No)
 }
