@@ -39,14 +39,24 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .build()?;
     if let Some(secret) = &args.shared_secret {
         register(&client, &args, secret).await?;
     }
-    println!("target: {}  concurrency: {}  seconds per phase: {}", args.url, args.concurrency, args.seconds);
+    println!(
+        "target: {}  concurrency: {}  seconds per phase: {}",
+        args.url, args.concurrency, args.seconds
+    );
     for phase in &args.phases {
         let report = match phase.as_str() {
-            "login" => run_phase(&args, |client, args| async move { login(&client, &args).await.map(drop) }).await?,
+            "login" => {
+                run_phase(&args, |client, args| async move {
+                    login(&client, &args).await.map(drop)
+                })
+                .await?
+            }
             "whoami" => {
                 let token = login(&client, &ArgsRef::from(&args)).await?;
                 let url = format!("{}/_matrix/client/v3/account/whoami", args.url);
@@ -54,7 +64,11 @@ async fn main() -> anyhow::Result<()> {
                     let (url, token) = (url.clone(), token.clone());
                     async move {
                         let response = client.get(url).bearer_auth(token).send().await?;
-                        anyhow::ensure!(response.status().is_success(), "whoami: {}", response.status());
+                        anyhow::ensure!(
+                            response.status().is_success(),
+                            "whoami: {}",
+                            response.status()
+                        );
                         response.bytes().await?;
                         Ok(())
                     }
@@ -78,7 +92,8 @@ struct Report {
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let pct = |p: f64| {
-            let i = ((self.latencies.len() as f64 * p) as usize).min(self.latencies.len().saturating_sub(1));
+            let i = ((self.latencies.len() as f64 * p) as usize)
+                .min(self.latencies.len().saturating_sub(1));
             self.latencies.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e3)
         };
         write!(
@@ -98,7 +113,9 @@ where
     F: Fn(reqwest::Client, ArgsRef) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
 {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .build()?;
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
@@ -116,7 +133,12 @@ where
             (latencies, errors)
         });
     }
-    let mut report = Report { requests: 0, errors: 0, elapsed: Duration::ZERO, latencies: Vec::new() };
+    let mut report = Report {
+        requests: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        latencies: Vec::new(),
+    };
     while let Some(result) = workers.join_next().await {
         let (latencies, errors) = result?;
         report.requests += latencies.len();
@@ -138,7 +160,11 @@ struct ArgsRef {
 
 impl From<&Args> for ArgsRef {
     fn from(args: &Args) -> Self {
-        Self { url: args.url.clone(), user: args.user.clone(), password: args.password.clone() }
+        Self {
+            url: args.url.clone(),
+            user: args.user.clone(),
+            password: args.password.clone(),
+        }
     }
 }
 
@@ -150,7 +176,10 @@ async fn login(client: &reqwest::Client, args: &ArgsRef) -> anyhow::Result<Strin
         .await?
         .json()
         .await?;
-    response["access_token"].as_str().map(str::to_owned).with_context(|| format!("login failed: {response}"))
+    response["access_token"]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("login failed: {response}"))
 }
 
 /// Creates the bench user with Synapse's shared-secret registration (ignores "in use").

@@ -6,7 +6,9 @@ use ruma::OwnedServerName;
 
 use crate::{
     api::admin::register::Nonces,
-    auth::{password::PasswordHasher, ratelimit::Ratelimiter, tokens::TokenCache, uia::UiaSessions},
+    auth::{
+        password::PasswordHasher, ratelimit::Ratelimiter, tokens::TokenCache, uia::UiaSessions,
+    },
     config::Config,
     federation::signing_key::SigningKey,
     storage::Storage,

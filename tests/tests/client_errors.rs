@@ -259,18 +259,33 @@ on_both_backends! {
 
 async fn well_known_only_with_public_baseurl(backend: Backend) {
     let plain = TestServer::start(backend, "").await;
-    assert_error(&plain.get("/.well-known/matrix/client", None).await, 404, "M_NOT_FOUND");
+    assert_error(
+        &plain.get("/.well-known/matrix/client", None).await,
+        404,
+        "M_NOT_FOUND",
+    );
 
     let server = TestServer::start(backend, "public_baseurl: https://matrix.myelin.test/\n").await;
     let (status, body) = server.get("/.well-known/matrix/client", None).await;
     assert_eq!(status, 200);
-    assert_eq!(body["m.homeserver"]["base_url"], "https://matrix.myelin.test/");
+    assert_eq!(
+        body["m.homeserver"]["base_url"],
+        "https://matrix.myelin.test/"
+    );
     server.register_user("alice", "correct horse", false).await;
     let (_, login) = server.login("alice", "correct horse").await;
-    assert_eq!(login["well_known"]["m.homeserver"]["base_url"], "https://matrix.myelin.test/");
+    assert_eq!(
+        login["well_known"]["m.homeserver"]["base_url"],
+        "https://matrix.myelin.test/"
+    );
 
     let (_, flows) = server.get("/_matrix/client/v3/login", None).await;
     assert_eq!(flows["flows"], json!([{"type": "m.login.password"}]));
-    let (_, caps) = server.get("/_matrix/client/v3/capabilities", Some(login["access_token"].as_str().unwrap())).await;
+    let (_, caps) = server
+        .get(
+            "/_matrix/client/v3/capabilities",
+            Some(login["access_token"].as_str().unwrap()),
+        )
+        .await;
     assert_eq!(caps["capabilities"]["m.change_password"]["enabled"], true);
 }

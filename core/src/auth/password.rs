@@ -3,7 +3,9 @@
 
 use argon2::{
     Argon2,
-    password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier, SaltString, rand_core::OsRng},
+    password_hash::{
+        PasswordHash, PasswordHasher as _, PasswordVerifier, SaltString, rand_core::OsRng,
+    },
 };
 
 use tokio::sync::Semaphore;
@@ -21,13 +23,22 @@ pub struct PasswordHasher {
 impl PasswordHasher {
     pub fn new(pepper: String) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Self { pepper, permits: Semaphore::new(cores) }
+        Self {
+            pepper,
+            permits: Semaphore::new(cores),
+        }
     }
 
     async fn run<T: Send + 'static>(&self, work: impl FnOnce(&str) -> T + Send + 'static) -> T {
-        let _permit = self.permits.acquire().await.expect("the semaphore is never closed");
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
         let pepper = self.pepper.clone();
-        tokio::task::spawn_blocking(move || work(&pepper)).await.expect("password hashing does not panic")
+        tokio::task::spawn_blocking(move || work(&pepper))
+            .await
+            .expect("password hashing does not panic")
     }
 
     pub async fn hash(&self, password: &str) -> String {
