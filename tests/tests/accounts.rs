@@ -380,35 +380,10 @@ async fn synapse_bcrypt_hashes_log_in_and_are_rehashed(backend: Backend) {
         .unwrap()
         .format_for_version(bcrypt::Version::TwoB);
     let url = server.database_url().await;
-    let stored = {
-        let query = "UPDATE users SET password_hash = $1 WHERE user_id = '@gail:myelin.test'";
-        match backend {
-            Backend::Sqlite => {
-                let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-                sqlx::query(query)
-                    .bind(&bcrypt_hash)
-                    .execute(&pool)
-                    .await
-                    .unwrap();
-                pool
-            }
-            Backend::Postgres => {
-                let pool = sqlx::PgPool::connect(&url).await.unwrap();
-                sqlx::query(query)
-                    .bind(&bcrypt_hash)
-                    .execute(&pool)
-                    .await
-                    .unwrap();
-                return check_rehash_pg(&server, pool).await;
-            }
-        }
-    };
+    gails_hash(backend, &url, Some(&bcrypt_hash)).await;
+
     assert_eq!(server.login("gail", "synapse password").await.0, 200);
-    let hash: String =
-        sqlx::query_scalar("SELECT password_hash FROM users WHERE user_id = '@gail:myelin.test'")
-            .fetch_one(&stored)
-            .await
-            .unwrap();
+    let hash = gails_hash(backend, &url, None).await;
     assert!(hash.starts_with("$argon2id$"), "rehashed: {hash}");
     assert_eq!(
         server.login("gail", "synapse password").await.0,
@@ -417,17 +392,21 @@ async fn synapse_bcrypt_hashes_log_in_and_are_rehashed(backend: Backend) {
     );
 }
 
-async fn check_rehash_pg(server: &TestServer, pool: sqlx::PgPool) {
-    assert_eq!(server.login("gail", "synapse password").await.0, 200);
-    let hash: String =
-        sqlx::query_scalar("SELECT password_hash FROM users WHERE user_id = '@gail:myelin.test'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    assert!(hash.starts_with("$argon2id$"), "rehashed: {hash}");
-    assert_eq!(
-        server.login("gail", "synapse password").await.0,
-        200,
-        "still the same password"
-    );
+/// Sets gail's stored hash (when `new` is given), then reads it back.
+async fn gails_hash(backend: Backend, url: &str, new: Option<&str>) -> String {
+    const UPDATE: &str = "UPDATE users SET password_hash = $1 WHERE user_id = '@gail:myelin.test'";
+    const SELECT: &str = "SELECT password_hash FROM users WHERE user_id = '@gail:myelin.test'";
+    macro_rules! on_pool {
+        ($pool:expr) => {{
+            let pool = $pool;
+            if let Some(new) = new {
+                sqlx::query(UPDATE).bind(new).execute(&pool).await.unwrap();
+            }
+            sqlx::query_scalar(SELECT).fetch_one(&pool).await.unwrap()
+        }};
+    }
+    match backend {
+        Backend::Sqlite => on_pool!(sqlx::SqlitePool::connect(url).await.unwrap()),
+        Backend::Postgres => on_pool!(sqlx::PgPool::connect(url).await.unwrap()),
+    }
 }
