@@ -1,7 +1,8 @@
 //! Myelin: a Matrix homeserver whose extension system is sandboxed WebAssembly.
 //!
 //! The module tree follows the spec: `api` (client-server and admin APIs),
-//! `auth`, `federation`, `storage`, `config`; `server` wires them together.
+//! `auth`, `rooms` (events, state and their rules), `federation`,
+//! `storage`, `config`; `server` wires them together.
 
 pub mod api;
 pub mod auth;
@@ -9,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod federation;
 pub mod logging;
+pub mod rooms;
 pub mod server;
 pub mod state;
 pub mod storage;

@@ -13,6 +13,7 @@ use crate::{
     auth::{password::PasswordHasher, tokens::TokenCache, uia::UiaSessions},
     config::{Config, ListenerKind},
     federation::signing_key::{SigningKey, write_private_file},
+    rooms::Rooms,
     state::{AppState, RateLimiters, RegistrationSecret, Services},
     storage::Storage,
 };
@@ -31,7 +32,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
             config.media_store_path().display()
         )
     })?;
-    let signing_key = SigningKey::load_or_generate(&config.signing_key_path())?;
+    let signing_key = Arc::new(SigningKey::load_or_generate(&config.signing_key_path())?);
     let registration_secret = load_registration_secret(&config)?;
     let target = config.database_target()?;
     let storage = Storage::open(&target)
@@ -40,6 +41,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
     tracing::info!(database = ?target, "database ready");
 
     let server_name = OwnedServerName::try_from(config.server_name.as_str())?;
+    let rooms = Rooms::new(storage.clone(), signing_key.clone()).await?;
     Ok(AppState(Arc::new(Services {
         server_name,
         storage,
@@ -50,6 +52,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
         registration_secret,
         registration_nonces: Default::default(),
         signing_key,
+        rooms,
         config,
     })))
 }

@@ -11,6 +11,7 @@ use crate::{
     },
     config::Config,
     federation::signing_key::SigningKey,
+    rooms::Rooms,
     storage::Storage,
 };
 
@@ -51,7 +52,8 @@ pub struct Services {
     pub rate_limits: RateLimiters,
     pub registration_secret: Option<RegistrationSecret>,
     pub registration_nonces: Nonces,
-    pub signing_key: SigningKey,
+    pub signing_key: Arc<SigningKey>,
+    pub rooms: Rooms,
 }
 
 /// Cheap to clone: one `Arc` around the server's services.

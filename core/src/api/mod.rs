@@ -44,6 +44,13 @@ impl RumaRouter for Router<AppState> {
             MethodFilter::try_from(Req::METHOD).expect("ruma endpoints use standard methods");
         for path in Req::PATH_BUILDER.all_paths() {
             self = self.route(path, on(method, handler.clone()));
+            // An empty state key leaves the last segment empty
+            // (`/state/m.room.name/`) or absent; ruma reads both as "".
+            if let Some(prefix) = path.strip_suffix("/{state_key}") {
+                self = self
+                    .route(prefix, on(method, handler.clone()))
+                    .route(&format!("{prefix}/"), on(method, handler.clone()));
+            }
         }
         self
     }

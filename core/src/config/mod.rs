@@ -49,6 +49,8 @@ pub struct Config {
     pub log_config: Option<PathBuf>,
     pub signing_key_path: Option<PathBuf>,
     pub media_store_path: Option<PathBuf>,
+    /// The room version `createRoom` uses when the client names none.
+    pub default_room_version: String,
 }
 
 impl Default for Config {
@@ -77,6 +79,7 @@ impl Default for Config {
             log_config: None,
             signing_key_path: None,
             media_store_path: None,
+            default_room_version: "10".to_owned(),
         }
     }
 }
@@ -356,6 +359,19 @@ impl Config {
                 "server_name",
                 format!("`{}` is not a valid server name", self.server_name),
                 "Write a DNS name or IP address with an optional port, e.g. `server_name: example.org`.",
+            ));
+        }
+        if crate::rooms::versions::supported(&self.default_room_version).is_none() {
+            return Err(ConfigError::new(
+                "default_room_version",
+                format!(
+                    "room version `{}` is not supported",
+                    self.default_room_version
+                ),
+                format!(
+                    "Write one of {}, e.g. `default_room_version: \"10\"`.",
+                    crate::rooms::versions::SUPPORTED.join(", ")
+                ),
             ));
         }
         if let Some(url) = &self.public_baseurl

@@ -83,6 +83,23 @@ pub fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
     options.open(path)?.write_all(contents.as_bytes())
 }
 
+/// Signs events and JSON with ruma's signing functions.
+impl ruma::signatures::KeyPair for SigningKey {
+    fn sign(&self, message: &[u8]) -> ruma::signatures::Signature {
+        use ed25519_dalek::Signer;
+        let key_id = ruma::OwnedSigningKeyId::try_from(self.key_id.as_str())
+            .expect("key IDs are read as `ed25519:<version>`");
+        ruma::signatures::Signature::new(key_id, self.key.sign(message).to_bytes().to_vec())
+    }
+}
+
+impl SigningKey {
+    /// The public half, unpadded base64, as published in key responses.
+    pub fn public_key_base64(&self) -> String {
+        STANDARD_NO_PAD.encode(self.key.verifying_key().as_bytes())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

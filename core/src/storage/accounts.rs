@@ -117,3 +117,95 @@ impl Storage {
         })
     }
 }
+
+/// A user's profile fields.
+#[derive(Debug, Clone, Default)]
+pub struct Profile {
+    pub displayname: Option<String>,
+    pub avatar_url: Option<String>,
+}
+
+impl Storage {
+    /// The profile of an existing user; `None` when there is no such user.
+    pub async fn profile(&self, user_id: &str) -> Result<Option<Profile>> {
+        read!(self, pool => {
+            let row = sqlx::query("SELECT displayname, avatar_url FROM profiles WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_optional(pool)
+                .await?;
+            row.map(|row| {
+                Ok(Profile {
+                    displayname: row.try_get("displayname")?,
+                    avatar_url: row.try_get("avatar_url")?,
+                })
+            })
+            .transpose()
+        })
+    }
+
+    pub async fn set_profile(&self, user_id: &str, profile: &Profile) -> Result<()> {
+        write!(self, pool => {
+            sqlx::query("UPDATE profiles SET displayname = $1, avatar_url = $2 WHERE user_id = $3")
+                .bind(&profile.displayname)
+                .bind(&profile.avatar_url)
+                .bind(user_id)
+                .execute(pool)
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// Users matching `term` (in their ID or display name) who share a room
+    /// with `searcher` or are joined to a public room, as Synapse's default
+    /// user directory does. Returns at most `limit + 1` rows so the caller
+    /// can tell whether there were more.
+    pub async fn search_user_directory(
+        &self,
+        searcher: &str,
+        term: &str,
+        limit: i64,
+    ) -> Result<Vec<(String, Profile)>> {
+        let pattern = format!(
+            "%{}%",
+            term.to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        read!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT p.user_id, p.displayname, p.avatar_url FROM profiles p
+                 JOIN users u ON u.user_id = p.user_id AND u.deactivated = $4
+                 WHERE (LOWER(p.user_id) LIKE $2 ESCAPE '\\' OR LOWER(COALESCE(p.displayname, '')) LIKE $2 ESCAPE '\\')
+                 AND EXISTS (
+                     SELECT 1 FROM current_state theirs
+                     WHERE theirs.type = 'm.room.member' AND theirs.state_key = p.user_id
+                       AND theirs.membership = 'join'
+                       AND (theirs.room_id IN (SELECT room_id FROM rooms WHERE is_public = $5)
+                            OR theirs.room_id IN (
+                                SELECT room_id FROM current_state mine
+                                WHERE mine.type = 'm.room.member' AND mine.state_key = $1
+                                  AND mine.membership = 'join')))
+                 ORDER BY p.user_id LIMIT $3",
+            )
+            .bind(searcher)
+            .bind(&pattern)
+            .bind(limit + 1)
+            .bind(false)
+            .bind(true)
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok((
+                        row.try_get("user_id")?,
+                        Profile {
+                            displayname: row.try_get("displayname")?,
+                            avatar_url: row.try_get("avatar_url")?,
+                        },
+                    ))
+                })
+                .collect()
+        })
+    }
+}

@@ -5,7 +5,9 @@
 //! drivers accept, and run against whichever pool is open.
 
 mod accounts;
+mod aliases;
 mod devices;
+pub mod rooms;
 mod tokens;
 
 use std::{str::FromStr, time::Duration};
@@ -17,7 +19,7 @@ use sqlx::{
 };
 
 pub use self::{
-    accounts::{NewUser, UserRecord},
+    accounts::{NewUser, Profile, UserRecord},
     devices::DeviceRecord,
     tokens::{AccessTokenRecord, RefreshTokenRecord},
 };

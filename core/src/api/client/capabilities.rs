@@ -16,6 +16,7 @@ use crate::{
         error::ApiResult,
         ruma::{Ruma, RumaResponse},
     },
+    rooms::versions,
     state::AppState,
 };
 
@@ -28,22 +29,13 @@ pub async fn get_capabilities(
     caps.change_password =
         ChangePasswordCapability::new(password.login_enabled() && password.localdb_enabled);
     caps.thirdparty_id_changes = ThirdPartyIdChangesCapability::new(false);
-    let available: BTreeMap<RoomVersionId, RoomVersionStability> = [
-        RoomVersionId::V1,
-        RoomVersionId::V2,
-        RoomVersionId::V3,
-        RoomVersionId::V4,
-        RoomVersionId::V5,
-        RoomVersionId::V6,
-        RoomVersionId::V7,
-        RoomVersionId::V8,
-        RoomVersionId::V9,
-        RoomVersionId::V10,
-        RoomVersionId::V11,
-    ]
-    .into_iter()
-    .map(|v| (v, RoomVersionStability::Stable))
-    .collect();
-    caps.room_versions = RoomVersionsCapability::new(RoomVersionId::V10, available);
+    let available: BTreeMap<RoomVersionId, RoomVersionStability> = versions::SUPPORTED
+        .iter()
+        .filter_map(|v| versions::supported(v))
+        .map(|(v, _)| (v, RoomVersionStability::Stable))
+        .collect();
+    let (default_version, _) = versions::supported(&state.config.default_room_version)
+        .expect("the configuration validates default_room_version");
+    caps.room_versions = RoomVersionsCapability::new(default_version, available);
     Ok(RumaResponse(capabilities::Response::new(caps)))
 }

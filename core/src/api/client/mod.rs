@@ -2,14 +2,27 @@
 
 pub mod account;
 pub mod capabilities;
+pub mod create_room;
 pub mod devices;
+pub mod directory;
+pub mod events;
+pub mod membership;
+pub mod profile;
 pub mod register;
+pub mod report;
+pub mod room_access;
 pub mod session;
+pub mod timeline;
 pub mod uia;
+pub mod upgrade;
 pub mod versions;
 
 use axum::Router;
-use ruma::api::client::{account as acct, device, discovery, session as sess};
+use ruma::api::client::{
+    account as acct, alias, context, device, directory as dir, discovery, knock,
+    membership as member, message, profile as prof, redact, room, session as sess, state as st,
+    user_directory,
+};
 
 use super::RumaRouter;
 use crate::state::AppState;
@@ -36,4 +49,46 @@ pub fn router() -> Router<AppState> {
         .endpoint::<device::update_device::v3::Request, _, _>(devices::update_device)
         .endpoint::<device::delete_device::v3::Request, _, _>(devices::delete_device)
         .endpoint::<device::delete_devices::v3::Request, _, _>(devices::delete_devices)
+        // Rooms
+        .endpoint::<room::create_room::v3::Request, _, _>(create_room::create_room)
+        .endpoint::<member::join_room_by_id::v3::Request, _, _>(membership::join_room_by_id)
+        .endpoint::<member::join_room_by_id_or_alias::v3::Request, _, _>(
+            membership::join_room_by_id_or_alias,
+        )
+        .endpoint::<knock::knock_room::v3::Request, _, _>(membership::knock)
+        .endpoint::<member::invite_user::v3::Request, _, _>(membership::invite)
+        .endpoint::<member::leave_room::v3::Request, _, _>(membership::leave)
+        .endpoint::<member::forget_room::v3::Request, _, _>(membership::forget)
+        .endpoint::<member::kick_user::v3::Request, _, _>(membership::kick)
+        .endpoint::<member::ban_user::v3::Request, _, _>(membership::ban)
+        .endpoint::<member::unban_user::v3::Request, _, _>(membership::unban)
+        .endpoint::<member::joined_rooms::v3::Request, _, _>(membership::get_joined_rooms)
+        .endpoint::<message::send_message_event::v3::Request, _, _>(events::send_message_event)
+        .endpoint::<st::send_state_event::v3::Request, _, _>(events::send_state_event)
+        .endpoint::<st::get_state_event_for_key::v3::Request, _, _>(events::get_state_event)
+        .endpoint::<st::get_state_events::v3::Request, _, _>(events::get_state)
+        .endpoint::<redact::redact_event::v3::Request, _, _>(events::redact)
+        .endpoint::<room::get_room_event::v3::Request, _, _>(events::get_event)
+        .endpoint::<message::get_message_events::v3::Request, _, _>(timeline::get_messages)
+        .endpoint::<context::get_context::v3::Request, _, _>(timeline::get_context)
+        .endpoint::<member::get_member_events::v3::Request, _, _>(timeline::get_members)
+        .endpoint::<member::joined_members::v3::Request, _, _>(timeline::get_joined_members)
+        .endpoint::<room::get_event_by_timestamp::v1::Request, _, _>(timeline::timestamp_to_event)
+        .endpoint::<room::upgrade_room::v3::Request, _, _>(upgrade::upgrade)
+        .endpoint::<room::report_content::v3::Request, _, _>(report::report_event)
+        .endpoint::<room::report_room::v3::Request, _, _>(report::report_room)
+        // Aliases and the room directory
+        .endpoint::<alias::create_alias::v3::Request, _, _>(directory::put_alias)
+        .endpoint::<alias::get_alias::v3::Request, _, _>(directory::get_alias)
+        .endpoint::<alias::delete_alias::v3::Request, _, _>(directory::delete_alias)
+        .endpoint::<room::aliases::v3::Request, _, _>(directory::get_room_aliases)
+        .endpoint::<dir::get_room_visibility::v3::Request, _, _>(directory::get_visibility)
+        .endpoint::<dir::set_room_visibility::v3::Request, _, _>(directory::set_visibility)
+        .endpoint::<dir::get_public_rooms::v3::Request, _, _>(directory::get_public_rooms)
+        .endpoint::<dir::get_public_rooms_filtered::v3::Request, _, _>(directory::post_public_rooms)
+        // Profiles and the user directory
+        .endpoint::<prof::get_profile::v3::Request, _, _>(profile::get)
+        .endpoint::<prof::get_profile_field::v3::Request, _, _>(profile::get_field)
+        .endpoint::<prof::set_profile_field::v3::Request, _, _>(profile::set_field)
+        .endpoint::<user_directory::search_users::v3::Request, _, _>(profile::search_users)
 }

@@ -1,0 +1,94 @@
+-- Rooms, their events (signed PDUs) and their state.
+CREATE TABLE rooms (
+    room_id      TEXT PRIMARY KEY NOT NULL,
+    room_version TEXT NOT NULL,
+    creator      TEXT NOT NULL,
+    is_public    INTEGER NOT NULL DEFAULT 0,
+    created_ts   INTEGER NOT NULL
+);
+
+-- State is stored as delta-encoded groups: a group lists the entries that
+-- differ from `prev_group`; a group with no `prev_group` is a full snapshot.
+-- `chain_length` bounds how many groups a look-up walks.
+CREATE TABLE state_groups (
+    id           INTEGER PRIMARY KEY NOT NULL,
+    room_id      TEXT NOT NULL REFERENCES rooms(room_id),
+    prev_group   INTEGER REFERENCES state_groups(id),
+    chain_length INTEGER NOT NULL
+);
+
+CREATE TABLE state_group_entries (
+    state_group INTEGER NOT NULL REFERENCES state_groups(id),
+    type        TEXT NOT NULL,
+    state_key   TEXT NOT NULL,
+    event_id    TEXT NOT NULL,
+    PRIMARY KEY (state_group, type, state_key)
+);
+
+-- Every accepted event, in the order this server accepted it. `json` is the
+-- full signed PDU in canonical JSON; `state_group` is the state after it.
+CREATE TABLE events (
+    stream_ordering  INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id         TEXT NOT NULL UNIQUE,
+    room_id          TEXT NOT NULL REFERENCES rooms(room_id),
+    sender           TEXT NOT NULL,
+    type             TEXT NOT NULL,
+    state_key        TEXT,
+    depth            INTEGER NOT NULL,
+    origin_server_ts INTEGER NOT NULL,
+    state_group      INTEGER NOT NULL REFERENCES state_groups(id),
+    redacted_by      TEXT,
+    json             TEXT NOT NULL
+);
+CREATE INDEX events_by_room ON events(room_id, stream_ordering);
+CREATE INDEX events_by_room_ts ON events(room_id, origin_server_ts);
+
+-- The events with no children yet: the `prev_events` of the next event.
+CREATE TABLE forward_extremities (
+    room_id  TEXT NOT NULL REFERENCES rooms(room_id),
+    event_id TEXT NOT NULL,
+    PRIMARY KEY (room_id, event_id)
+);
+
+-- The room's state now, for fast reads; `membership` is set for m.room.member.
+CREATE TABLE current_state (
+    room_id    TEXT NOT NULL REFERENCES rooms(room_id),
+    type       TEXT NOT NULL,
+    state_key  TEXT NOT NULL,
+    event_id   TEXT NOT NULL,
+    membership TEXT,
+    PRIMARY KEY (room_id, type, state_key)
+);
+CREATE INDEX current_state_by_member ON current_state(state_key, membership) WHERE type = 'm.room.member';
+
+-- Client transaction IDs, so a retried send yields the same event.
+CREATE TABLE event_txns (
+    user_id   TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    txn_id    TEXT NOT NULL,
+    event_id  TEXT NOT NULL,
+    PRIMARY KEY (user_id, device_id, txn_id)
+);
+
+CREATE TABLE room_aliases (
+    alias   TEXT PRIMARY KEY NOT NULL,
+    room_id TEXT NOT NULL REFERENCES rooms(room_id),
+    creator TEXT NOT NULL
+);
+CREATE INDEX room_aliases_by_room ON room_aliases(room_id);
+
+CREATE TABLE forgotten_rooms (
+    user_id TEXT NOT NULL,
+    room_id TEXT NOT NULL,
+    PRIMARY KEY (user_id, room_id)
+);
+
+CREATE TABLE event_reports (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    room_id     TEXT NOT NULL,
+    event_id    TEXT,
+    user_id     TEXT NOT NULL,
+    reason      TEXT,
+    score       INTEGER,
+    received_ts INTEGER NOT NULL
+);

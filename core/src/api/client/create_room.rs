@@ -1,0 +1,146 @@
+//! `POST /_matrix/client/v3/createRoom`
+
+use axum::extract::State;
+use http::StatusCode;
+use ruma::{
+    RoomAliasId,
+    api::{
+        client::room::{
+            Visibility,
+            create_room::v3::{self as create_room, RoomPreset},
+        },
+        error::ErrorKind,
+    },
+};
+use serde_json::{Map, Value};
+
+use crate::{
+    api::{
+        error::{ApiResult, MatrixError},
+        ruma::{Ruma, RumaResponse},
+    },
+    rooms::{
+        create::{Preset, RoomSpec, create_room as create, new_room_id},
+        versions,
+    },
+    state::AppState,
+};
+
+pub async fn create_room(
+    State(state): State<AppState>,
+    req: Ruma<create_room::Request>,
+) -> ApiResult<RumaResponse<create_room::Response>> {
+    let user = req.session().user_id.clone();
+    let body = &req.body;
+    let version = match &body.room_version {
+        Some(version) => version.to_string(),
+        None => state.config.default_room_version.clone(),
+    };
+    if versions::supported(&version).is_none() {
+        return Err(MatrixError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorKind::UnsupportedRoomVersion,
+            format!("Room version {version} is not supported"),
+        ));
+    }
+    let is_public = body.visibility == Visibility::Public;
+    let preset = match &body.preset {
+        Some(RoomPreset::PublicChat) => Preset::PublicChat,
+        Some(RoomPreset::TrustedPrivateChat) => Preset::TrustedPrivateChat,
+        Some(RoomPreset::PrivateChat) => Preset::PrivateChat,
+        None if is_public => Preset::PublicChat,
+        _ => Preset::PrivateChat,
+    };
+
+    let alias = match &body.room_alias_name {
+        Some(name) => {
+            let alias = RoomAliasId::parse(format!("#{name}:{}", state.server_name))
+                .map_err(|e| MatrixError::invalid_param(format!("Invalid room_alias_name: {e}")))?;
+            if state.storage.alias(alias.as_str()).await?.is_some() {
+                return Err(alias_in_use());
+            }
+            Some(alias)
+        }
+        None => None,
+    };
+
+    let object =
+        |raw: Option<&serde_json::value::RawValue>, field: &str| -> ApiResult<Map<String, Value>> {
+            match raw.map(|raw| serde_json::from_str::<Value>(raw.get())) {
+                None => Ok(Map::new()),
+                Some(Ok(Value::Object(map))) => Ok(map),
+                _ => Err(MatrixError::bad_json(format!(
+                    "`{field}` must be an object"
+                ))),
+            }
+        };
+    let creation_content = object(
+        body.creation_content.as_ref().map(|r| r.json()),
+        "creation_content",
+    )?;
+    if let Some(room_type) = creation_content.get("type")
+        && !room_type.is_string()
+    {
+        return Err(MatrixError::bad_json(
+            "`creation_content.type` must be a string",
+        ));
+    }
+    let power_level_override = body
+        .power_level_content_override
+        .as_ref()
+        .map(|raw| object(Some(raw.json()), "power_level_content_override"))
+        .transpose()?;
+    let mut initial_state = Vec::new();
+    for raw in &body.initial_state {
+        let event: Value = serde_json::from_str(raw.json().get())
+            .map_err(|_| MatrixError::bad_json("`initial_state` entries must be events"))?;
+        let kind = event.get("type").and_then(Value::as_str);
+        let content = event.get("content").filter(|c| c.is_object());
+        let (Some(kind), Some(content)) = (kind, content) else {
+            return Err(MatrixError::bad_json(
+                "`initial_state` entries need `type` and `content`",
+            ));
+        };
+        let state_key = event.get("state_key").and_then(Value::as_str).unwrap_or("");
+        initial_state.push((kind.to_owned(), state_key.to_owned(), content.clone()));
+    }
+
+    let spec = RoomSpec {
+        version,
+        creator: user.clone(),
+        preset,
+        is_public,
+        creation_content,
+        power_level_override,
+        canonical_alias: alias.as_ref().map(|a| a.to_string()),
+        initial_state,
+        name: body.name.clone(),
+        topic: body.topic.clone(),
+        invite: body.invite.clone(),
+        is_direct: body.is_direct,
+    };
+    let room_id = create(
+        &state.rooms,
+        &state.storage,
+        new_room_id(&state.server_name),
+        spec,
+    )
+    .await?;
+    if let Some(alias) = alias
+        && !state
+            .storage
+            .create_alias(alias.as_str(), room_id.as_str(), user.as_str())
+            .await?
+    {
+        return Err(alias_in_use());
+    }
+    Ok(RumaResponse(create_room::Response::new(room_id)))
+}
+
+pub fn alias_in_use() -> MatrixError {
+    MatrixError::new(
+        StatusCode::CONFLICT,
+        ErrorKind::RoomInUse,
+        "Room alias already taken",
+    )
+}

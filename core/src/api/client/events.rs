@@ -1,0 +1,339 @@
+//! Sending and reading single events (spec: "Sending events to a room",
+//! "Getting events for a room", "Redactions").
+
+use axum::extract::State;
+use http::StatusCode;
+use ruma::{
+    RoomAliasId, RoomId, UserId,
+    api::{
+        client::{
+            message::send_message_event::v3 as send_message,
+            redact::redact_event::v3 as redact_event,
+            room::get_room_event::v3 as get_room_event,
+            state::{
+                get_state_event_for_key::v3::{self as get_state_event, StateEventFormat},
+                get_state_events::v3 as get_state_events,
+                send_state_event::v3 as send_state,
+            },
+        },
+        error::ErrorKind,
+    },
+    room_version_rules::RoomVersionRules,
+};
+use serde_json::{Value, json};
+
+use super::room_access::{find_room, membership, serve};
+use crate::{
+    api::{
+        error::{ApiResult, MatrixError},
+        ruma::{Ruma, RumaResponse},
+    },
+    auth::tokens::Session,
+    rooms::{
+        TxnKey,
+        pdu::EventDraft,
+        power::{PowerLevels, check_integer_levels},
+        visibility::filter_visible,
+    },
+    state::AppState,
+    storage::rooms::StoredEvent,
+};
+
+fn content_object(raw: &serde_json::value::RawValue) -> ApiResult<Value> {
+    match serde_json::from_str(raw.get()) {
+        Ok(value @ Value::Object(_)) => Ok(value),
+        _ => Err(MatrixError::bad_json("Event content must be a JSON object")),
+    }
+}
+
+fn txn_key(session: &Session, txn_id: &str) -> TxnKey {
+    (
+        session.user_id.to_string(),
+        session.device_id.to_string(),
+        txn_id.to_owned(),
+    )
+}
+
+/// Appends a client's event, once per transaction ID: a retry returns the
+/// event the first attempt created.
+async fn send_once(
+    state: &AppState,
+    room_id: &RoomId,
+    session: &Session,
+    txn_id: &str,
+    draft: EventDraft,
+) -> ApiResult<ruma::OwnedEventId> {
+    let key = txn_key(session, txn_id);
+    if let Some(event_id) = state.storage.txn_event(&key.0, &key.1, &key.2).await? {
+        return ruma::EventId::parse(event_id).map_err(|_| MatrixError::internal());
+    }
+    let user = &session.user_id;
+    Ok(state
+        .rooms
+        .with_room(room_id, async |room| {
+            if let Some(event_id) = room.recent_txn(&key) {
+                return Ok(event_id);
+            }
+            Ok(room
+                .append(user, &draft, Some(key.clone()))?
+                .event_id
+                .clone())
+        })
+        .await?)
+}
+
+/// `PUT /rooms/{roomId}/send/{eventType}/{txnId}`
+pub async fn send_message_event(
+    State(state): State<AppState>,
+    req: Ruma<send_message::Request>,
+) -> ApiResult<RumaResponse<send_message::Response>> {
+    let body = &req.body;
+    let kind = body.event_type.to_string();
+    if kind == "m.room.redaction" {
+        return Err(MatrixError::bad_json("Use /redact to redact events"));
+    }
+    let draft = EventDraft::message(kind.as_str(), content_object(body.body.json())?);
+    let event_id = send_once(
+        &state,
+        &body.room_id,
+        req.session(),
+        body.txn_id.as_str(),
+        draft,
+    )
+    .await?;
+    Ok(RumaResponse(send_message::Response::new(event_id)))
+}
+
+/// `PUT /rooms/{roomId}/state/{eventType}/{stateKey}`
+pub async fn send_state_event(
+    State(state): State<AppState>,
+    req: Ruma<send_state::Request>,
+) -> ApiResult<RumaResponse<send_state::Response>> {
+    let body = &req.body;
+    let user = &req.session().user_id;
+    let (_, rules) = find_room(&state, &body.room_id).await?;
+    let kind = body.event_type.to_string();
+    let content = content_object(body.body.json())?;
+    check_state_content(&state, &rules, &body.room_id, &kind, &content).await?;
+    let draft = EventDraft::state(kind.as_str(), body.state_key.as_str(), content);
+    let event_id = state
+        .rooms
+        .with_room(&body.room_id, async |room| {
+            // Setting state to what it already is sends nothing new.
+            if let Some(current) = room
+                .head
+                .state_event(&kind.as_str().into(), &body.state_key)
+                && current.sender == *user
+                && current.content_value() == draft.content
+            {
+                return Ok(current.event_id.clone());
+            }
+            Ok(room.append(user, &draft, None)?.event_id.clone())
+        })
+        .await?;
+    Ok(RumaResponse(send_state::Response::new(event_id)))
+}
+
+/// Checks the client API makes on state content before the auth rules.
+async fn check_state_content(
+    state: &AppState,
+    rules: &RoomVersionRules,
+    room_id: &RoomId,
+    kind: &str,
+    content: &Value,
+) -> ApiResult<()> {
+    match kind {
+        "m.room.power_levels" if rules.authorization.integer_power_levels => {
+            check_integer_levels(content).map_err(MatrixError::bad_json)
+        }
+        "m.room.canonical_alias" => {
+            let mut aliases: Vec<&Value> = content.get("alias").into_iter().collect();
+            if let Some(alt) = content.get("alt_aliases") {
+                let Some(alt) = alt.as_array() else {
+                    return Err(MatrixError::bad_json("`alt_aliases` must be an array"));
+                };
+                aliases.extend(alt);
+            }
+            for alias in aliases {
+                let bad_alias = |why: &str| {
+                    MatrixError::new(StatusCode::BAD_REQUEST, ErrorKind::BadAlias, why.to_owned())
+                };
+                let alias = alias
+                    .as_str()
+                    .and_then(|a| RoomAliasId::parse(a).ok())
+                    .ok_or_else(|| bad_alias("Invalid alias"))?;
+                match state.storage.alias(alias.as_str()).await? {
+                    Some((target, _)) if target == room_id.as_str() => {}
+                    _ => return Err(bad_alias("Alias does not point to this room")),
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `PUT /rooms/{roomId}/redact/{eventId}/{txnId}`
+pub async fn redact(
+    State(state): State<AppState>,
+    req: Ruma<redact_event::Request>,
+) -> ApiResult<RumaResponse<redact_event::Response>> {
+    let body = &req.body;
+    let session = req.session();
+    let (_, rules) = find_room(&state, &body.room_id).await?;
+    let target = state
+        .storage
+        .event(body.event_id.as_str())
+        .await?
+        .filter(|e| e.pdu.room_id == body.room_id)
+        .ok_or_else(|| MatrixError::not_found("Event not found"))?;
+    let mut content = json!({});
+    if let Some(reason) = &body.reason {
+        content["reason"] = reason.as_str().into();
+    }
+    let mut draft = EventDraft::message("m.room.redaction", content);
+    if rules.redaction.keep_room_redaction_redacts {
+        // Room version 11 and later carry `redacts` in the content.
+        draft.content["redacts"] = body.event_id.as_str().into();
+    } else {
+        draft.redacts = Some(body.event_id.clone());
+    }
+    if target.pdu.sender != session.user_id {
+        let user = session.user_id.clone();
+        state
+            .rooms
+            .with_room(&body.room_id, async |room| {
+                let levels = PowerLevels::of(room.head);
+                if levels.user(&user) < levels.redact() {
+                    return Err(crate::rooms::AppendError::Forbidden(
+                        "You don't have permission to redact events of other users".to_owned(),
+                    ));
+                }
+                Ok(())
+            })
+            .await?;
+    }
+    let event_id = send_once(&state, &body.room_id, session, body.txn_id.as_str(), draft).await?;
+    Ok(RumaResponse(redact_event::Response::new(event_id)))
+}
+
+/// The state a user may read: the current state while joined, the state
+/// when they left otherwise. `None` when they were never in the room.
+async fn readable_state_group(
+    state: &AppState,
+    room_id: &RoomId,
+    user: &UserId,
+) -> ApiResult<Option<i64>> {
+    match state
+        .storage
+        .membership(room_id.as_str(), user.as_str())
+        .await?
+    {
+        Some((m, _)) if m == "join" => Ok(None),
+        Some((_, event_id)) => {
+            let event = state
+                .storage
+                .event(&event_id)
+                .await?
+                .ok_or_else(MatrixError::internal)?;
+            Ok(Some(event.state_group))
+        }
+        None => Err(MatrixError::forbidden(format!(
+            "{user} is not in room {room_id}"
+        ))),
+    }
+}
+
+async fn state_events(
+    state: &AppState,
+    room_id: &RoomId,
+    user: &UserId,
+) -> ApiResult<Vec<StoredEvent>> {
+    let ids = match readable_state_group(state, room_id, user).await? {
+        None => state.storage.current_state_ids(room_id.as_str()).await?,
+        Some(group) => state.storage.state_at_group(group).await?,
+    };
+    let mut events = state
+        .storage
+        .events(&ids.into_values().collect::<Vec<_>>())
+        .await?;
+    events.sort_by_key(|e| e.stream_ordering);
+    Ok(events)
+}
+
+/// `GET /rooms/{roomId}/state`
+pub async fn get_state(
+    State(state): State<AppState>,
+    req: Ruma<get_state_events::Request>,
+) -> ApiResult<RumaResponse<get_state_events::Response>> {
+    let room_id = &req.body.room_id;
+    let (_, rules) = find_room(&state, room_id).await?;
+    let events = state_events(&state, room_id, &req.session().user_id).await?;
+    Ok(RumaResponse(get_state_events::Response::new(
+        serve(&state, &rules, &events).await?,
+    )))
+}
+
+/// `GET /rooms/{roomId}/state/{eventType}/{stateKey}`
+pub async fn get_state_event(
+    State(state): State<AppState>,
+    req: Ruma<get_state_event::Request>,
+) -> ApiResult<RumaResponse<get_state_event::Response>> {
+    let body = &req.body;
+    let room_id = &body.room_id;
+    let (_, rules) = find_room(&state, room_id).await?;
+    let kind = body.event_type.to_string();
+    let event_id = match readable_state_group(&state, room_id, &req.session().user_id).await? {
+        None => state
+            .storage
+            .current_state_ids(room_id.as_str())
+            .await?
+            .remove(&(kind, body.state_key.clone())),
+        Some(group) => {
+            state
+                .storage
+                .state_entry_at_group(group, &kind, &body.state_key)
+                .await?
+        }
+    };
+    let not_found = || MatrixError::not_found("Event not found");
+    let event = state
+        .storage
+        .event(&event_id.ok_or_else(not_found)?)
+        .await?
+        .ok_or_else(not_found)?;
+    let served: Vec<ruma::serde::Raw<Value>> =
+        serve(&state, &rules, std::slice::from_ref(&event)).await?;
+    let value: Value = served[0]
+        .deserialize()
+        .map_err(|_| MatrixError::internal())?;
+    let out = match body.format {
+        StateEventFormat::Event => value,
+        _ => value.get("content").cloned().unwrap_or_else(|| json!({})),
+    };
+    let raw = serde_json::value::to_raw_value(&out).map_err(|_| MatrixError::internal())?;
+    Ok(RumaResponse(get_state_event::Response::new(raw)))
+}
+
+/// `GET /rooms/{roomId}/event/{eventId}`: 404 as well when the user may not
+/// see it, so its existence is not revealed.
+pub async fn get_event(
+    State(state): State<AppState>,
+    req: Ruma<get_room_event::Request>,
+) -> ApiResult<RumaResponse<get_room_event::Response>> {
+    let body = &req.body;
+    let user = &req.session().user_id;
+    let (_, rules) = find_room(&state, &body.room_id).await?;
+    let not_found = || MatrixError::not_found("Event not found");
+    let event = state
+        .storage
+        .event(body.event_id.as_str())
+        .await?
+        .filter(|e| e.pdu.room_id == body.room_id)
+        .ok_or_else(not_found)?;
+    let current = membership(&state, &body.room_id, user).await?;
+    let visible = filter_visible(&state.storage, user, &current, vec![event]).await?;
+    let served = serve(&state, &rules, &visible).await?;
+    let event = served.into_iter().next().ok_or_else(not_found)?;
+    Ok(RumaResponse(get_room_event::Response::new(event)))
+}

@@ -1,0 +1,122 @@
+//! What every room endpoint shares: finding the room, checking the user's
+//! membership, and serving events as clients see them (redacted where a
+//! redaction applies).
+
+use std::collections::HashMap;
+
+use ruma::{RoomId, UserId, room_version_rules::RoomVersionRules, serde::Raw};
+
+use crate::{
+    api::error::{ApiResult, MatrixError},
+    rooms::{AppendError, create::CreateError, pdu::PduError, versions},
+    state::AppState,
+    storage::rooms::{RoomRecord, StoredEvent},
+};
+
+impl From<AppendError> for MatrixError {
+    fn from(err: AppendError) -> Self {
+        match err {
+            AppendError::UnknownRoom => MatrixError::not_found("Unknown room"),
+            AppendError::Forbidden(reason) => MatrixError::forbidden(reason),
+            AppendError::Pdu(PduError::TooLarge) => MatrixError::new(
+                http::StatusCode::PAYLOAD_TOO_LARGE,
+                ruma::api::error::ErrorKind::TooLarge,
+                "Event is over 65536 bytes",
+            ),
+            AppendError::Pdu(PduError::Invalid(reason)) => MatrixError::bad_json(reason),
+            AppendError::Storage(err) => err.into(),
+            AppendError::WriteFailed => MatrixError::internal(),
+        }
+    }
+}
+
+impl From<CreateError> for MatrixError {
+    fn from(err: CreateError) -> Self {
+        match err {
+            CreateError::BadJson(reason) => MatrixError::bad_json(reason),
+            CreateError::Append(err) => err.into(),
+            CreateError::Storage(err) => err.into(),
+        }
+    }
+}
+
+/// The room and its version's rules; 404 when this server has no such room.
+pub async fn find_room(
+    state: &AppState,
+    room_id: &RoomId,
+) -> ApiResult<(RoomRecord, RoomVersionRules)> {
+    let room = state
+        .storage
+        .room(room_id.as_str())
+        .await?
+        .ok_or_else(|| MatrixError::not_found("Unknown room"))?;
+    let (_, rules) = versions::supported(&room.room_version).ok_or_else(MatrixError::internal)?;
+    Ok((room, rules))
+}
+
+/// The user's current membership (`"leave"` when they never had one).
+pub async fn membership(state: &AppState, room_id: &RoomId, user: &UserId) -> ApiResult<String> {
+    Ok(state
+        .storage
+        .membership(room_id.as_str(), user.as_str())
+        .await?
+        .map(|(membership, _)| membership)
+        .unwrap_or_else(|| "leave".to_owned()))
+}
+
+/// 403 unless the user is joined to the room.
+pub async fn require_joined(state: &AppState, room_id: &RoomId, user: &UserId) -> ApiResult<()> {
+    if membership(state, room_id, user).await? != "join" {
+        return Err(MatrixError::forbidden(format!(
+            "{user} is not in room {room_id}"
+        )));
+    }
+    Ok(())
+}
+
+/// The events in client format, each redacted if a redaction applies.
+pub async fn serve<T>(
+    state: &AppState,
+    rules: &RoomVersionRules,
+    events: &[StoredEvent],
+) -> ApiResult<Vec<Raw<T>>> {
+    let redaction_ids: Vec<String> = events
+        .iter()
+        .filter_map(|e| e.redacted_by.clone())
+        .collect();
+    let redactions: HashMap<String, StoredEvent> = if redaction_ids.is_empty() {
+        HashMap::new()
+    } else {
+        state
+            .storage
+            .events(&redaction_ids)
+            .await?
+            .into_iter()
+            .map(|e| (e.pdu.event_id.to_string(), e))
+            .collect()
+    };
+    Ok(events
+        .iter()
+        .map(|event| {
+            let because = event
+                .redacted_by
+                .as_ref()
+                .and_then(|id| redactions.get(id))
+                .map(|r| &*r.pdu);
+            event.pdu.to_raw(rules, because)
+        })
+        .collect())
+}
+
+/// Parses a pagination token (`s<position>`, or a bare number).
+pub fn parse_token(token: &str) -> ApiResult<i64> {
+    token
+        .strip_prefix('s')
+        .unwrap_or(token)
+        .parse()
+        .map_err(|_| MatrixError::invalid_param(format!("Invalid pagination token `{token}`")))
+}
+
+pub fn token(position: i64) -> String {
+    format!("s{position}")
+}

@@ -1,0 +1,388 @@
+//! Rooms as the spec defines them: a graph of signed events whose state is
+//! decided by the room version's authorization rules.
+//!
+//! Every local event goes through [`Rooms::append`]: under the room's lock
+//! the event is placed after the room's forward extremities, signed, checked
+//! with ruma's state-res authorization rules against the room's state, and
+//! handed to the [`writer`], which commits events in batches (group commit).
+//! The caller hears back only once its event is durable.
+
+pub mod create;
+pub mod filter;
+pub mod membership;
+pub mod pdu;
+pub mod power;
+pub mod versions;
+pub mod visibility;
+mod writer;
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicI64, Ordering},
+    },
+};
+
+use ruma::{
+    OwnedEventId, OwnedRoomId, RoomId, RoomVersionId, UserId,
+    events::StateEventType,
+    room_version_rules::RoomVersionRules,
+    state_res::{
+        auth_types_for_event, check_state_dependent_auth_rules, check_state_independent_auth_rules,
+    },
+};
+use tokio::sync::{Mutex, oneshot};
+
+use self::{
+    pdu::{EventDraft, Pdu, PduError, Position},
+    writer::{EventWriter, WriteJob},
+};
+use crate::{
+    federation::signing_key::SigningKey,
+    storage::{
+        Storage,
+        rooms::{EventWrite, NewStateGroup, RoomRecord, SNAPSHOT_INTERVAL, StateKey},
+    },
+};
+
+/// Why an event could not be appended.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("room not found")]
+    UnknownRoom,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error(transparent)]
+    Pdu(#[from] PduError),
+    #[error("storage: {0}")]
+    Storage(#[from] sqlx::Error),
+    #[error("the event could not be written")]
+    WriteFailed,
+}
+
+/// A transaction ID as clients scope it: per user and device.
+pub type TxnKey = (String, String, String);
+
+/// What the server holds in memory for a room it writes to: where the next
+/// event goes and the state it is authorized against.
+pub struct RoomHead {
+    pub room_id: OwnedRoomId,
+    pub version: RoomVersionId,
+    pub rules: RoomVersionRules,
+    pub extremities: Vec<Arc<Pdu>>,
+    pub state: HashMap<StateKey, Arc<Pdu>>,
+    state_group: i64,
+    chain_length: i64,
+    /// Set by the writer when a write of this room failed: the head is then
+    /// ahead of the database and is reloaded before the next event.
+    poisoned: Arc<AtomicBool>,
+    recent_txns: VecDeque<(TxnKey, OwnedEventId)>,
+}
+
+const RECENT_TXNS: usize = 256;
+
+impl RoomHead {
+    pub fn state_event(&self, kind: &StateEventType, state_key: &str) -> Option<&Arc<Pdu>> {
+        self.state.get(&(kind.to_string(), state_key.to_owned()))
+    }
+
+    /// The current membership of `user` (`"leave"` when there is none).
+    pub fn membership(&self, user: &UserId) -> String {
+        self.state_event(&StateEventType::RoomMember, user.as_str())
+            .and_then(|pdu| pdu.content_str("membership"))
+            .unwrap_or_else(|| "leave".to_owned())
+    }
+}
+
+/// The rooms this server writes to.
+pub struct Rooms {
+    heads: parking_lot::Mutex<HashMap<OwnedRoomId, Arc<Mutex<Option<RoomHead>>>>>,
+    next_state_group: AtomicI64,
+    writer: EventWriter,
+    storage: Storage,
+    signing_key: Arc<SigningKey>,
+}
+
+impl Rooms {
+    pub async fn new(storage: Storage, signing_key: Arc<SigningKey>) -> anyhow::Result<Self> {
+        Ok(Self {
+            heads: Default::default(),
+            next_state_group: AtomicI64::new(storage.max_state_group().await? + 1),
+            writer: EventWriter::spawn(storage.clone()),
+            storage,
+            signing_key,
+        })
+    }
+
+    fn lock_for(&self, room_id: &RoomId) -> Arc<Mutex<Option<RoomHead>>> {
+        self.heads
+            .lock()
+            .entry(room_id.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    async fn load_head(&self, room_id: &RoomId) -> Result<RoomHead, AppendError> {
+        let room = self
+            .storage
+            .room(room_id.as_str())
+            .await?
+            .ok_or(AppendError::UnknownRoom)?;
+        let (version, rules) =
+            versions::supported(&room.room_version).ok_or(AppendError::UnknownRoom)?;
+        let ids: Vec<String> = self
+            .storage
+            .current_state_ids(room_id.as_str())
+            .await?
+            .into_values()
+            .collect();
+        let state = self
+            .storage
+            .events(&ids)
+            .await?
+            .into_iter()
+            .filter_map(|e| {
+                let key = (e.pdu.kind.to_string(), e.pdu.state_key.clone()?);
+                Some((key, e.pdu))
+            })
+            .collect();
+        let extremities = self.storage.forward_extremities(room_id.as_str()).await?;
+        let state_group = extremities
+            .iter()
+            .map(|e| e.state_group)
+            .max()
+            .unwrap_or_default();
+        let chain_length = self.storage.state_group_chain_length(state_group).await?;
+        Ok(RoomHead {
+            room_id: room_id.to_owned(),
+            version,
+            rules,
+            extremities: extremities.into_iter().map(|e| e.pdu).collect(),
+            state,
+            state_group,
+            chain_length,
+            poisoned: Arc::default(),
+            recent_txns: VecDeque::new(),
+        })
+    }
+
+    /// Runs `f` with the room's head locked (loading it first if needed).
+    /// Events appended inside `f` are committed together after it returns,
+    /// and only then does this return.
+    pub async fn with_room<T>(
+        &self,
+        room_id: &RoomId,
+        f: impl AsyncFnOnce(&mut RoomAppender<'_>) -> Result<T, AppendError>,
+    ) -> Result<T, AppendError> {
+        let lock = self.lock_for(room_id);
+        let mut guard = lock.lock().await;
+        if guard
+            .as_ref()
+            .is_none_or(|head| head.poisoned.load(Ordering::Acquire))
+        {
+            *guard = Some(self.load_head(room_id).await?);
+        }
+        let head = guard.as_mut().expect("loaded above");
+        let mut appender = RoomAppender::new(self, head, None);
+        let outcome = f(&mut appender).await;
+        // Whatever was appended is already the head's state: it is written
+        // even if `f` failed later.
+        let pending = appender.submit();
+        drop(guard);
+        wait_durable(pending).await?;
+        outcome
+    }
+
+    /// Creates a room: `f` appends its events, starting with `m.room.create`,
+    /// to an empty head. Nothing is written unless all of them are accepted.
+    pub async fn create<T>(
+        &self,
+        room: RoomRecord,
+        f: impl AsyncFnOnce(&mut RoomAppender<'_>) -> Result<T, AppendError>,
+    ) -> Result<T, AppendError> {
+        let room_id =
+            RoomId::parse(&room.room_id).map_err(|e| AppendError::Forbidden(e.to_string()))?;
+        let (version, rules) =
+            versions::supported(&room.room_version).ok_or(AppendError::UnknownRoom)?;
+        let lock = self.lock_for(&room_id);
+        let mut guard = lock.lock().await;
+        let head = guard.insert(RoomHead {
+            room_id: room_id.clone(),
+            version,
+            rules,
+            extremities: Vec::new(),
+            state: HashMap::new(),
+            state_group: 0,
+            chain_length: 0,
+            poisoned: Arc::default(),
+            recent_txns: VecDeque::new(),
+        });
+        let mut appender = RoomAppender::new(self, head, Some(room));
+        let outcome = f(&mut appender).await;
+        if outcome.is_err() {
+            *guard = None;
+            return outcome;
+        }
+        let pending = appender.submit();
+        drop(guard);
+        wait_durable(pending).await?;
+        outcome
+    }
+}
+
+async fn wait_durable(pending: Vec<oneshot::Receiver<Result<i64, ()>>>) -> Result<(), AppendError> {
+    for done in pending {
+        done.await
+            .map_err(|_| AppendError::WriteFailed)?
+            .map_err(|()| AppendError::WriteFailed)?;
+    }
+    Ok(())
+}
+
+/// Appends events to a locked room head.
+pub struct RoomAppender<'a> {
+    rooms: &'a Rooms,
+    pub head: &'a mut RoomHead,
+    writes: Vec<EventWrite>,
+    new_room: Option<RoomRecord>,
+}
+
+impl<'a> RoomAppender<'a> {
+    fn new(rooms: &'a Rooms, head: &'a mut RoomHead, new_room: Option<RoomRecord>) -> Self {
+        Self {
+            rooms,
+            head,
+            writes: Vec::new(),
+            new_room,
+        }
+    }
+
+    /// Hands the appended events to the writer.
+    fn submit(self) -> Vec<oneshot::Receiver<Result<i64, ()>>> {
+        let poisoned = self.head.poisoned.clone();
+        self.writes
+            .into_iter()
+            .map(|write| {
+                self.rooms
+                    .writer
+                    .submit(WriteJob::new(write, poisoned.clone()))
+            })
+            .collect()
+    }
+
+    /// The event an earlier request with this transaction ID produced, if
+    /// it is still in flight or was just written.
+    pub fn recent_txn(&self, txn: &TxnKey) -> Option<OwnedEventId> {
+        self.head
+            .recent_txns
+            .iter()
+            .find(|(key, _)| key == txn)
+            .map(|(_, id)| id.clone())
+    }
+
+    /// Builds, signs and authorizes an event from `sender`, and makes it the
+    /// room's newest event.
+    pub fn append(
+        &mut self,
+        sender: &UserId,
+        draft: &EventDraft,
+        txn: Option<TxnKey>,
+    ) -> Result<Arc<Pdu>, AppendError> {
+        let head = &mut *self.head;
+        let rules = head.rules.clone();
+        let content = serde_json::value::to_raw_value(&draft.content)
+            .map_err(|e| PduError::Invalid(e.to_string()))?;
+        let auth_types = auth_types_for_event(
+            &draft.kind,
+            sender,
+            draft.state_key.as_deref(),
+            &content,
+            &rules.authorization,
+        )
+        .map_err(AppendError::Forbidden)?;
+        let mut auth_events: Vec<&Pdu> = Vec::new();
+        for (kind, state_key) in &auth_types {
+            if let Some(pdu) = head.state.get(&(kind.to_string(), state_key.clone()))
+                && !auth_events.iter().any(|e| e.event_id == pdu.event_id)
+            {
+                auth_events.push(pdu);
+            }
+        }
+        let depth = head.extremities.iter().map(|e| e.depth).max().unwrap_or(0) + 1;
+        let pdu = Pdu::build(
+            draft,
+            sender,
+            Position {
+                room_id: &head.room_id,
+                rules: &rules,
+                prev_events: &head.extremities,
+                auth_events: auth_events.clone(),
+                depth,
+            },
+            &self.rooms.signing_key,
+        )?;
+
+        check_state_independent_auth_rules(&rules.authorization, &pdu, |id| {
+            auth_events.iter().find(|e| e.event_id == *id).copied()
+        })
+        .map_err(AppendError::Forbidden)?;
+        check_state_dependent_auth_rules(&rules.authorization, &pdu, |kind, state_key| {
+            head.state
+                .get(&(kind.to_string(), state_key.to_owned()))
+                .map(|pdu| &**pdu)
+        })
+        .map_err(AppendError::Forbidden)?;
+
+        let pdu = Arc::new(pdu);
+        let new_state_group = pdu.state_key.as_ref().map(|state_key| {
+            let key = (pdu.kind.to_string(), state_key.clone());
+            head.state.insert(key.clone(), pdu.clone());
+            let id = self.rooms.next_state_group.fetch_add(1, Ordering::Relaxed);
+            let group = if head.state_group == 0 || head.chain_length + 1 >= SNAPSHOT_INTERVAL {
+                NewStateGroup {
+                    id,
+                    prev_group: None,
+                    chain_length: 0,
+                    entries: head
+                        .state
+                        .iter()
+                        .map(|(key, pdu)| (key.clone(), pdu.event_id.to_string()))
+                        .collect(),
+                }
+            } else {
+                NewStateGroup {
+                    id,
+                    prev_group: Some(head.state_group),
+                    chain_length: head.chain_length + 1,
+                    entries: vec![(key, pdu.event_id.to_string())],
+                }
+            };
+            head.state_group = group.id;
+            head.chain_length = group.chain_length;
+            group
+        });
+        let replaces_extremities = head
+            .extremities
+            .iter()
+            .map(|e| e.event_id.to_string())
+            .collect();
+        head.extremities = vec![pdu.clone()];
+        if let Some(txn) = &txn {
+            if head.recent_txns.len() == RECENT_TXNS {
+                head.recent_txns.pop_front();
+            }
+            head.recent_txns
+                .push_back((txn.clone(), pdu.event_id.clone()));
+        }
+        self.writes.push(EventWrite {
+            pdu: pdu.clone(),
+            new_room: self.new_room.take(),
+            state_group: head.state_group,
+            new_state_group,
+            replaces_extremities,
+            txn,
+        });
+        Ok(pdu)
+    }
+}

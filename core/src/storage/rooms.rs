@@ -1,0 +1,599 @@
+//! Rooms, their events and their state.
+//!
+//! State is kept as delta-encoded state groups (`state_groups` +
+//! `state_group_entries`): a group holds only what changed since its
+//! `prev_group`; every [`SNAPSHOT_INTERVAL`] groups a full snapshot starts a
+//! new chain, so a look-up at any event reads at most that many groups.
+//! `current_state` mirrors the latest group for fast reads.
+
+use std::{collections::HashMap, sync::Arc};
+
+use sqlx::Row;
+
+use super::{Result, Storage, now_ms, read, write};
+use crate::rooms::pdu::Pdu;
+
+/// How many deltas may chain before a full snapshot is written.
+pub const SNAPSHOT_INTERVAL: i64 = 100;
+
+/// `(event type, state key)`.
+pub type StateKey = (String, String);
+
+#[derive(Debug, Clone)]
+pub struct RoomRecord {
+    pub room_id: String,
+    pub room_version: String,
+    pub creator: String,
+    pub is_public: bool,
+}
+
+/// An event with where it sits in the stream.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub pdu: Arc<Pdu>,
+    pub stream_ordering: i64,
+    pub state_group: i64,
+    pub redacted_by: Option<String>,
+}
+
+/// A new state group: `entries` are the changes since `prev_group`, or the
+/// whole state when `prev_group` is `None`.
+#[derive(Debug, Clone)]
+pub struct NewStateGroup {
+    pub id: i64,
+    pub prev_group: Option<i64>,
+    pub chain_length: i64,
+    pub entries: Vec<(StateKey, String)>,
+}
+
+/// Everything one accepted event changes, written in one transaction.
+#[derive(Debug, Clone)]
+pub struct EventWrite {
+    pub pdu: Arc<Pdu>,
+    /// Set for the `m.room.create` event: the room row to create.
+    pub new_room: Option<RoomRecord>,
+    pub state_group: i64,
+    pub new_state_group: Option<NewStateGroup>,
+    /// The extremities this event replaces.
+    pub replaces_extremities: Vec<String>,
+    /// `(user, device, txn)` for client sends.
+    pub txn: Option<(String, String, String)>,
+}
+
+macro_rules! stored_event {
+    ($row:expr) => {{
+        let row = $row;
+        let event_id: String = row.try_get("event_id")?;
+        let json: String = row.try_get("json")?;
+        let pdu =
+            Pdu::from_stored(&event_id, json).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        StoredEvent {
+            pdu: Arc::new(pdu),
+            stream_ordering: row.try_get("stream_ordering")?,
+            state_group: row.try_get("state_group")?,
+            redacted_by: row.try_get("redacted_by")?,
+        }
+    }};
+}
+
+const EVENT_COLUMNS: &str = "event_id, json, stream_ordering, state_group, redacted_by";
+
+impl Storage {
+    /// Writes a batch of accepted events in one transaction (one fsync for
+    /// the lot); returns each event's stream ordering.
+    pub async fn persist_events(&self, batch: &[EventWrite]) -> Result<Vec<i64>> {
+        write!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let mut orderings = Vec::with_capacity(batch.len());
+            for write in batch {
+                let pdu = &write.pdu;
+                if let Some(room) = &write.new_room {
+                    sqlx::query(
+                        "INSERT INTO rooms (room_id, room_version, creator, is_public, created_ts)
+                         VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(&room.room_id)
+                    .bind(&room.room_version)
+                    .bind(&room.creator)
+                    .bind(room.is_public)
+                    .bind(now_ms())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                if let Some(group) = &write.new_state_group {
+                    sqlx::query(
+                        "INSERT INTO state_groups (id, room_id, prev_group, chain_length)
+                         VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(group.id)
+                    .bind(pdu.room_id.as_str())
+                    .bind(group.prev_group)
+                    .bind(group.chain_length)
+                    .execute(&mut *tx)
+                    .await?;
+                    for ((kind, state_key), event_id) in &group.entries {
+                        sqlx::query(
+                            "INSERT INTO state_group_entries (state_group, type, state_key, event_id)
+                             VALUES ($1, $2, $3, $4)",
+                        )
+                        .bind(group.id)
+                        .bind(kind)
+                        .bind(state_key)
+                        .bind(event_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
+                let ordering: i64 = sqlx::query_scalar(
+                    "INSERT INTO events (event_id, room_id, sender, type, state_key, depth,
+                         origin_server_ts, state_group, json)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING stream_ordering",
+                )
+                .bind(pdu.event_id.as_str())
+                .bind(pdu.room_id.as_str())
+                .bind(pdu.sender.as_str())
+                .bind(pdu.kind.to_string())
+                .bind(&pdu.state_key)
+                .bind(pdu.depth as i64)
+                .bind(i64::from(pdu.origin_server_ts.get()))
+                .bind(write.state_group)
+                .bind(&pdu.json)
+                .fetch_one(&mut *tx)
+                .await?;
+                orderings.push(ordering);
+                for old in &write.replaces_extremities {
+                    sqlx::query("DELETE FROM forward_extremities WHERE room_id = $1 AND event_id = $2")
+                        .bind(pdu.room_id.as_str())
+                        .bind(old)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                sqlx::query("INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)")
+                    .bind(pdu.room_id.as_str())
+                    .bind(pdu.event_id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                if let Some(state_key) = &pdu.state_key {
+                    let membership = (pdu.kind.to_string() == "m.room.member")
+                        .then(|| pdu.content_str("membership"))
+                        .flatten();
+                    sqlx::query(
+                        "INSERT INTO current_state (room_id, type, state_key, event_id, membership)
+                         VALUES ($1, $2, $3, $4, $5)
+                         ON CONFLICT (room_id, type, state_key)
+                         DO UPDATE SET event_id = excluded.event_id, membership = excluded.membership",
+                    )
+                    .bind(pdu.room_id.as_str())
+                    .bind(pdu.kind.to_string())
+                    .bind(state_key)
+                    .bind(pdu.event_id.as_str())
+                    .bind(membership)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                if let Some(redacted) = &pdu.redacts {
+                    sqlx::query(
+                        "UPDATE events SET redacted_by = $1
+                         WHERE event_id = $2 AND room_id = $3 AND redacted_by IS NULL",
+                    )
+                    .bind(pdu.event_id.as_str())
+                    .bind(redacted.as_str())
+                    .bind(pdu.room_id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                if let Some((user, device, txn)) = &write.txn {
+                    sqlx::query(
+                        "INSERT INTO event_txns (user_id, device_id, txn_id, event_id)
+                         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(user)
+                    .bind(device)
+                    .bind(txn)
+                    .bind(pdu.event_id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            tx.commit().await?;
+            Ok(orderings)
+        })
+    }
+
+    pub async fn room(&self, room_id: &str) -> Result<Option<RoomRecord>> {
+        read!(self, pool => {
+            let row = sqlx::query(
+                "SELECT room_id, room_version, creator, is_public FROM rooms WHERE room_id = $1",
+            )
+            .bind(room_id)
+            .fetch_optional(pool)
+            .await?;
+            row.map(|row| {
+                Ok(RoomRecord {
+                    room_id: row.try_get("room_id")?,
+                    room_version: row.try_get("room_version")?,
+                    creator: row.try_get("creator")?,
+                    is_public: row.try_get("is_public")?,
+                })
+            })
+            .transpose()
+        })
+    }
+
+    /// The highest state group ID allocated so far.
+    pub async fn max_state_group(&self) -> Result<i64> {
+        read!(self, pool => {
+            sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(id) FROM state_groups")
+                .fetch_one(pool)
+                .await
+                .map(Option::unwrap_or_default)
+        })
+    }
+
+    pub async fn state_group_chain_length(&self, group: i64) -> Result<i64> {
+        read!(self, pool => {
+            sqlx::query_scalar("SELECT chain_length FROM state_groups WHERE id = $1")
+                .bind(group)
+                .fetch_one(pool)
+                .await
+        })
+    }
+
+    pub async fn forward_extremities(&self, room_id: &str) -> Result<Vec<StoredEvent>> {
+        read!(self, pool => {
+            let rows = sqlx::query(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE event_id IN
+                 (SELECT event_id FROM forward_extremities WHERE room_id = $1)
+                 ORDER BY stream_ordering"
+            ))
+            .bind(room_id)
+            .fetch_all(pool)
+            .await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in rows {
+                out.push(stored_event!(row));
+            }
+            Ok(out)
+        })
+    }
+
+    pub async fn event(&self, event_id: &str) -> Result<Option<StoredEvent>> {
+        read!(self, pool => {
+            let row = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1"))
+                .bind(event_id)
+                .fetch_optional(pool)
+                .await?;
+            Ok(match row {
+                Some(row) => Some(stored_event!(row)),
+                None => None,
+            })
+        })
+    }
+
+    /// The events with these IDs that exist, in no particular order.
+    pub async fn events(&self, event_ids: &[String]) -> Result<Vec<StoredEvent>> {
+        let mut out = Vec::with_capacity(event_ids.len());
+        // Chunked so the statement stays within both backends' parameter limits.
+        for chunk in event_ids.chunks(500) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE event_id IN ({})",
+                placeholders.join(", ")
+            );
+            read!(self, pool => {
+                let mut query = sqlx::query(&sql);
+                for id in chunk {
+                    query = query.bind(id);
+                }
+                for row in query.fetch_all(pool).await? {
+                    out.push(stored_event!(row));
+                }
+            });
+        }
+        Ok(out)
+    }
+
+    /// The event a client's transaction produced, if it was already sent.
+    pub async fn txn_event(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        txn_id: &str,
+    ) -> Result<Option<String>> {
+        read!(self, pool => {
+            sqlx::query_scalar(
+                "SELECT event_id FROM event_txns WHERE user_id = $1 AND device_id = $2 AND txn_id = $3",
+            )
+            .bind(user_id)
+            .bind(device_id)
+            .bind(txn_id)
+            .fetch_optional(pool)
+            .await
+        })
+    }
+
+    /// The full state map of a state group: its chain is walked in one
+    /// recursive query, the nearest entry for each key wins.
+    pub async fn state_at_group(&self, group: i64) -> Result<HashMap<StateKey, String>> {
+        self.state_at_group_filtered(group, None).await
+    }
+
+    /// One entry of a state group's state.
+    pub async fn state_entry_at_group(
+        &self,
+        group: i64,
+        kind: &str,
+        state_key: &str,
+    ) -> Result<Option<String>> {
+        let mut map = self
+            .state_at_group_filtered(group, Some((kind, state_key)))
+            .await?;
+        Ok(map.remove(&(kind.to_owned(), state_key.to_owned())))
+    }
+
+    async fn state_at_group_filtered(
+        &self,
+        group: i64,
+        only: Option<(&str, &str)>,
+    ) -> Result<HashMap<StateKey, String>> {
+        let filter = if only.is_some() {
+            "AND e.type = $2 AND e.state_key = $3"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "WITH RECURSIVE chain(id, prev, distance) AS (
+                 SELECT id, prev_group, 0 FROM state_groups WHERE id = $1
+                 UNION ALL
+                 SELECT g.id, g.prev_group, c.distance + 1
+                 FROM state_groups g JOIN chain c ON g.id = c.prev
+             )
+             SELECT e.type, e.state_key, e.event_id FROM state_group_entries e
+             JOIN chain c ON e.state_group = c.id
+             WHERE 1 = 1 {filter}
+             ORDER BY c.distance DESC"
+        );
+        read!(self, pool => {
+            let mut query = sqlx::query(&sql).bind(group);
+            if let Some((kind, state_key)) = only {
+                query = query.bind(kind).bind(state_key);
+            }
+            let rows = query.fetch_all(pool).await?;
+            // Farthest first, so nearer groups overwrite older entries.
+            let mut state = HashMap::with_capacity(rows.len());
+            for row in rows {
+                state.insert((row.try_get("type")?, row.try_get("state_key")?), row.try_get("event_id")?);
+            }
+            Ok(state)
+        })
+    }
+
+    /// The room's current state as `(key, event ID)`.
+    pub async fn current_state_ids(&self, room_id: &str) -> Result<HashMap<StateKey, String>> {
+        read!(self, pool => {
+            let rows = sqlx::query("SELECT type, state_key, event_id FROM current_state WHERE room_id = $1")
+                .bind(room_id)
+                .fetch_all(pool)
+                .await?;
+            let mut state = HashMap::with_capacity(rows.len());
+            for row in rows {
+                state.insert((row.try_get("type")?, row.try_get("state_key")?), row.try_get("event_id")?);
+            }
+            Ok(state)
+        })
+    }
+
+    pub async fn current_state_event(
+        &self,
+        room_id: &str,
+        kind: &str,
+        state_key: &str,
+    ) -> Result<Option<StoredEvent>> {
+        read!(self, pool => {
+            let row = sqlx::query(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE event_id =
+                 (SELECT event_id FROM current_state WHERE room_id = $1 AND type = $2 AND state_key = $3)"
+            ))
+            .bind(room_id)
+            .bind(kind)
+            .bind(state_key)
+            .fetch_optional(pool)
+            .await?;
+            Ok(match row {
+                Some(row) => Some(stored_event!(row)),
+                None => None,
+            })
+        })
+    }
+
+    /// A user's current membership in a room and the event that set it.
+    pub async fn membership(
+        &self,
+        room_id: &str,
+        user_id: &str,
+    ) -> Result<Option<(String, String)>> {
+        read!(self, pool => {
+            let row = sqlx::query(
+                "SELECT membership, event_id FROM current_state
+                 WHERE room_id = $1 AND type = 'm.room.member' AND state_key = $2",
+            )
+            .bind(room_id)
+            .bind(user_id)
+            .fetch_optional(pool)
+            .await?;
+            row.map(|row| Ok((row.try_get::<Option<String>, _>("membership")?.unwrap_or_default(), row.try_get("event_id")?)))
+                .transpose()
+        })
+    }
+
+    /// Rooms in which the user's current membership is `membership`.
+    pub async fn rooms_with_membership(
+        &self,
+        user_id: &str,
+        membership: &str,
+    ) -> Result<Vec<String>> {
+        read!(self, pool => {
+            sqlx::query_scalar(
+                "SELECT room_id FROM current_state
+                 WHERE type = 'm.room.member' AND state_key = $1 AND membership = $2 ORDER BY room_id",
+            )
+            .bind(user_id)
+            .bind(membership)
+            .fetch_all(pool)
+            .await
+        })
+    }
+
+    /// Users whose current membership in the room is `membership`.
+    pub async fn room_members_with(&self, room_id: &str, membership: &str) -> Result<Vec<String>> {
+        read!(self, pool => {
+            sqlx::query_scalar(
+                "SELECT state_key FROM current_state
+                 WHERE room_id = $1 AND type = 'm.room.member' AND membership = $2 ORDER BY state_key",
+            )
+            .bind(room_id)
+            .bind(membership)
+            .fetch_all(pool)
+            .await
+        })
+    }
+
+    /// Events of a room between two stream positions, exclusive of `from`.
+    /// Backwards (`forward == false`) returns newest first.
+    pub async fn room_events(
+        &self,
+        room_id: &str,
+        from: i64,
+        to: Option<i64>,
+        forward: bool,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>> {
+        let sql = if forward {
+            format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND stream_ordering > $2
+                 AND stream_ordering <= $3 ORDER BY stream_ordering ASC LIMIT $4"
+            )
+        } else {
+            format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND stream_ordering < $2
+                 AND stream_ordering >= $3 ORDER BY stream_ordering DESC LIMIT $4"
+            )
+        };
+        let to = to.unwrap_or(if forward { i64::MAX } else { 0 });
+        read!(self, pool => {
+            let rows = sqlx::query(&sql)
+                .bind(room_id)
+                .bind(from)
+                .bind(to)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in rows {
+                out.push(stored_event!(row));
+            }
+            Ok(out)
+        })
+    }
+
+    /// The newest stream position of a room.
+    pub async fn room_max_stream(&self, room_id: &str) -> Result<i64> {
+        read!(self, pool => {
+            sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(stream_ordering) FROM events WHERE room_id = $1")
+                .bind(room_id)
+                .fetch_one(pool)
+                .await
+                .map(Option::unwrap_or_default)
+        })
+    }
+
+    /// The event closest to `ts` in the given direction.
+    pub async fn event_near_ts(
+        &self,
+        room_id: &str,
+        ts: i64,
+        forward: bool,
+    ) -> Result<Option<StoredEvent>> {
+        let sql = if forward {
+            format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND origin_server_ts >= $2
+                     ORDER BY origin_server_ts ASC, stream_ordering ASC LIMIT 1"
+            )
+        } else {
+            format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND origin_server_ts <= $2
+                     ORDER BY origin_server_ts DESC, stream_ordering DESC LIMIT 1"
+            )
+        };
+        read!(self, pool => {
+            let row = sqlx::query(&sql).bind(room_id).bind(ts).fetch_optional(pool).await?;
+            Ok(match row {
+                Some(row) => Some(stored_event!(row)),
+                None => None,
+            })
+        })
+    }
+
+    pub async fn forget_room(&self, user_id: &str, room_id: &str) -> Result<()> {
+        write!(self, pool => {
+            sqlx::query("INSERT INTO forgotten_rooms (user_id, room_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(user_id)
+                .bind(room_id)
+                .execute(pool)
+                .await?;
+            Ok(())
+        })
+    }
+
+    pub async fn set_room_public(&self, room_id: &str, public: bool) -> Result<()> {
+        write!(self, pool => {
+            sqlx::query("UPDATE rooms SET is_public = $1 WHERE room_id = $2")
+                .bind(public)
+                .bind(room_id)
+                .execute(pool)
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// Public rooms with their joined-member count, most members first.
+    pub async fn public_rooms(&self) -> Result<Vec<(String, i64)>> {
+        read!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT r.room_id, COUNT(c.state_key) AS joined FROM rooms r
+                 LEFT JOIN current_state c ON c.room_id = r.room_id
+                     AND c.type = 'm.room.member' AND c.membership = 'join'
+                 WHERE r.is_public = $1 GROUP BY r.room_id ORDER BY joined DESC, r.room_id",
+            )
+            .bind(true)
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(|row| Ok((row.try_get("room_id")?, row.try_get("joined")?))).collect()
+        })
+    }
+
+    pub async fn report_event(
+        &self,
+        room_id: &str,
+        event_id: Option<&str>,
+        user_id: &str,
+        reason: Option<&str>,
+        score: Option<i64>,
+    ) -> Result<()> {
+        write!(self, pool => {
+            sqlx::query(
+                "INSERT INTO event_reports (room_id, event_id, user_id, reason, score, received_ts)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(room_id)
+            .bind(event_id)
+            .bind(user_id)
+            .bind(reason)
+            .bind(score)
+            .bind(now_ms())
+            .execute(pool)
+            .await?;
+            Ok(())
+        })
+    }
+}
