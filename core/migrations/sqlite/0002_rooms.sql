@@ -89,6 +89,5 @@ CREATE TABLE event_reports (
     event_id    TEXT,
     user_id     TEXT NOT NULL,
     reason      TEXT,
-    score       INTEGER,
     received_ts INTEGER NOT NULL
 );

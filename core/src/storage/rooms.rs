@@ -578,18 +578,16 @@ impl Storage {
         event_id: Option<&str>,
         user_id: &str,
         reason: Option<&str>,
-        score: Option<i64>,
     ) -> Result<()> {
         write!(self, pool => {
             sqlx::query(
-                "INSERT INTO event_reports (room_id, event_id, user_id, reason, score, received_ts)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO event_reports (room_id, event_id, user_id, reason, received_ts)
+                 VALUES ($1, $2, $3, $4, $5)",
             )
             .bind(room_id)
             .bind(event_id)
             .bind(user_id)
             .bind(reason)
-            .bind(score)
             .bind(now_ms())
             .execute(pool)
             .await?;

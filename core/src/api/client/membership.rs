@@ -63,12 +63,34 @@ pub async fn resolve_room(state: &AppState, room: &RoomOrAliasId) -> ApiResult<O
     }
 }
 
+/// Guests may join only rooms whose `m.room.guest_access` is `can_join`.
+async fn check_guest_access(state: &AppState, room_id: &RoomId, is_guest: bool) -> ApiResult<()> {
+    if !is_guest {
+        return Ok(());
+    }
+    let allowed = state
+        .storage
+        .current_state_event(room_id.as_str(), "m.room.guest_access", "")
+        .await?
+        .and_then(|e| e.pdu.content_str("guest_access"))
+        .is_some_and(|access| access == "can_join");
+    if !allowed {
+        return Err(MatrixError::new(
+            http::StatusCode::FORBIDDEN,
+            ruma::api::error::ErrorKind::GuestAccessForbidden,
+            "Guest access is not allowed in this room",
+        ));
+    }
+    Ok(())
+}
+
 pub async fn join_room_by_id(
     State(state): State<AppState>,
     req: Ruma<join_room_by_id::Request>,
 ) -> ApiResult<RumaResponse<join_room_by_id::Response>> {
     let user = &req.session().user_id;
     let room_id = &req.body.room_id;
+    check_guest_access(&state, room_id, req.session().is_guest).await?;
     change_membership(
         &state,
         room_id,
@@ -90,6 +112,7 @@ pub async fn join_room_by_id_or_alias(
 ) -> ApiResult<RumaResponse<join_by_id_or_alias::Response>> {
     let user = &req.session().user_id;
     let room_id = resolve_room(&state, &req.body.room_id_or_alias).await?;
+    check_guest_access(&state, &room_id, req.session().is_guest).await?;
     change_membership(
         &state,
         &room_id,

@@ -42,7 +42,6 @@ pub async fn report_event(
             Some(body.event_id.as_str()),
             user.as_str(),
             body.reason.as_deref(),
-            None,
         )
         .await?;
     Ok(RumaResponse(report_content::Response::new()))
@@ -62,7 +61,6 @@ pub async fn report_room(
             None,
             req.session().user_id.as_str(),
             Some(&body.reason),
-            None,
         )
         .await?;
     Ok(RumaResponse(report_room::Response::new()))
