@@ -3,6 +3,8 @@ CREATE TABLE rooms (
     room_id      TEXT PRIMARY KEY NOT NULL,
     room_version TEXT NOT NULL,
     creator      TEXT NOT NULL,
+    -- From the current m.room.join_rules, for the user directory.
+    join_rule    TEXT,
     is_public    BOOLEAN NOT NULL DEFAULT FALSE,
     created_ts   BIGINT NOT NULL
 );
@@ -63,11 +65,12 @@ CREATE INDEX current_state_by_member ON current_state(state_key, membership) WHE
 
 -- Client transaction IDs, so a retried send yields the same event.
 CREATE TABLE event_txns (
+    room_id   TEXT NOT NULL,
     user_id   TEXT NOT NULL,
     device_id TEXT NOT NULL,
     txn_id    TEXT NOT NULL,
     event_id  TEXT NOT NULL,
-    PRIMARY KEY (user_id, device_id, txn_id)
+    PRIMARY KEY (room_id, user_id, device_id, txn_id)
 );
 
 CREATE TABLE room_aliases (

@@ -128,7 +128,12 @@ where
 
         let body = read_body(&parts, body, MAX_JSON_BODY).await?;
         let request = http::Request::from_parts(parts, body);
-        let body = T::try_from_http_request(request, &path_args).map_err(request_error)?;
+        let body = T::try_from_http_request(request.clone(), &path_args).map_err(|err| {
+            match malformed_user_id(request.body()) {
+                Some(problem) => MatrixError::invalid_param(problem),
+                None => request_error(err),
+            }
+        })?;
         Ok(Self {
             body,
             session,
@@ -198,6 +203,16 @@ fn client_ip(parts: &http::request::Parts) -> Option<IpAddr> {
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())
+}
+
+/// A body whose `user_id` is not a user ID is an invalid parameter, not
+/// malformed JSON — whatever shape ruma's parser reports it in (an untagged
+/// enum hides the field's own error).
+fn malformed_user_id(body: &Bytes) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let user_id = value.get("user_id")?.as_str()?;
+    let err = ruma::UserId::parse(user_id).err()?;
+    Some(format!("Invalid user_id `{user_id}`: {err}"))
 }
 
 /// Maps ruma's parse failures onto the spec's error codes.

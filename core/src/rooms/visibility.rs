@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use ruma::UserId;
+use ruma::{RoomId, UserId};
 
 use crate::storage::{Storage, rooms::StoredEvent};
 
@@ -12,25 +12,32 @@ struct AtEvent {
     membership: String,
 }
 
-fn visible(at: &AtEvent, current_membership: &str) -> bool {
+/// The spec's rules; `joined_later` is whether the user joined the room at
+/// some point after the event.
+fn visible(at: &AtEvent, joined_later: bool) -> bool {
     match (at.visibility.as_str(), at.membership.as_str()) {
         ("world_readable", _) | (_, "join") => true,
         ("joined", _) => false,
         ("invited", membership) => membership == "invite",
         // `shared`, and unknown values as the spec says.
-        _ => current_membership == "join",
+        _ => joined_later,
     }
 }
 
-/// Keeps the events `user` may see, in order. The state after each event
-/// decides; a user always sees their own membership events.
+/// Keeps the events of one room that `user` may see, in order. The state
+/// after each event decides; a user always sees their own membership events.
 pub async fn filter_visible(
     storage: &Storage,
     user: &UserId,
-    current_membership: &str,
+    room_id: &RoomId,
     events: Vec<StoredEvent>,
 ) -> sqlx::Result<Vec<StoredEvent>> {
-    let mut by_group: HashMap<i64, bool> = HashMap::new();
+    let last_join = storage
+        .join_positions(room_id.as_str(), user.as_str())
+        .await?
+        .last()
+        .copied();
+    let mut by_group: HashMap<i64, AtEvent> = HashMap::new();
     let mut out = Vec::with_capacity(events.len());
     for event in events {
         if event.pdu.kind.to_string() == "m.room.member"
@@ -39,16 +46,12 @@ pub async fn filter_visible(
             out.push(event);
             continue;
         }
-        let allowed = match by_group.get(&event.state_group) {
-            Some(allowed) => *allowed,
-            None => {
-                let at = state_for_visibility(storage, event.state_group, user).await?;
-                let allowed = visible(&at, current_membership);
-                by_group.insert(event.state_group, allowed);
-                allowed
-            }
-        };
-        if allowed {
+        if !by_group.contains_key(&event.state_group) {
+            let at = state_for_visibility(storage, event.state_group, user).await?;
+            by_group.insert(event.state_group, at);
+        }
+        let joined_later = last_join.is_some_and(|join| join > event.stream_ordering);
+        if visible(&by_group[&event.state_group], joined_later) {
             out.push(event);
         }
     }

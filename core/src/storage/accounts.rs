@@ -156,7 +156,7 @@ impl Storage {
     }
 
     /// Users matching `term` (in their ID or display name) who share a room
-    /// with `searcher` or are joined to a public room, as Synapse's default
+    /// with `searcher` or are joined to a room anyone may join, as Synapse's default
     /// user directory does. Returns at most `limit + 1` rows so the caller
     /// can tell whether there were more.
     pub async fn search_user_directory(
@@ -181,7 +181,7 @@ impl Storage {
                      SELECT 1 FROM current_state theirs
                      WHERE theirs.type = 'm.room.member' AND theirs.state_key = p.user_id
                        AND theirs.membership = 'join'
-                       AND (theirs.room_id IN (SELECT room_id FROM rooms WHERE is_public = $5)
+                       AND (theirs.room_id IN (SELECT room_id FROM rooms WHERE join_rule = 'public')
                             OR theirs.room_id IN (
                                 SELECT room_id FROM current_state mine
                                 WHERE mine.type = 'm.room.member' AND mine.state_key = $1
@@ -192,7 +192,6 @@ impl Storage {
             .bind(&pattern)
             .bind(limit + 1)
             .bind(false)
-            .bind(true)
             .fetch_all(pool)
             .await?;
             rows.iter()

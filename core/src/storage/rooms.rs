@@ -182,11 +182,19 @@ impl Storage {
                     .execute(&mut *tx)
                     .await?;
                 }
+                if pdu.kind.to_string() == "m.room.join_rules" && pdu.state_key.as_deref() == Some("") {
+                    sqlx::query("UPDATE rooms SET join_rule = $1 WHERE room_id = $2")
+                        .bind(pdu.content_str("join_rule"))
+                        .bind(pdu.room_id.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 if let Some((user, device, txn)) = &write.txn {
                     sqlx::query(
-                        "INSERT INTO event_txns (user_id, device_id, txn_id, event_id)
-                         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                        "INSERT INTO event_txns (room_id, user_id, device_id, txn_id, event_id)
+                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
                     )
+                    .bind(pdu.room_id.as_str())
                     .bind(user)
                     .bind(device)
                     .bind(txn)
@@ -296,19 +304,40 @@ impl Storage {
     /// The event a client's transaction produced, if it was already sent.
     pub async fn txn_event(
         &self,
-        user_id: &str,
-        device_id: &str,
-        txn_id: &str,
+        room_id: &str,
+        (user_id, device_id, txn_id): &crate::rooms::TxnKey,
     ) -> Result<Option<String>> {
         read!(self, pool => {
             sqlx::query_scalar(
-                "SELECT event_id FROM event_txns WHERE user_id = $1 AND device_id = $2 AND txn_id = $3",
+                "SELECT event_id FROM event_txns
+                 WHERE room_id = $1 AND user_id = $2 AND device_id = $3 AND txn_id = $4",
             )
+            .bind(room_id)
             .bind(user_id)
             .bind(device_id)
             .bind(txn_id)
             .fetch_optional(pool)
             .await
+        })
+    }
+
+    /// Stream positions of the user's joins to the room, newest last.
+    pub async fn join_positions(&self, room_id: &str, user_id: &str) -> Result<Vec<i64>> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events
+             WHERE room_id = $1 AND type = 'm.room.member' AND state_key = $2
+             ORDER BY stream_ordering"
+        );
+        read!(self, pool => {
+            let rows = sqlx::query(&sql).bind(room_id).bind(user_id).fetch_all(pool).await?;
+            let mut joins = Vec::new();
+            for row in rows {
+                let event = stored_event!(row);
+                if event.pdu.content_str("membership").as_deref() == Some("join") {
+                    joins.push(event.stream_ordering);
+                }
+            }
+            Ok(joins)
         })
     }
 

@@ -57,7 +57,7 @@ pub async fn create_room(
             let alias = RoomAliasId::parse(format!("#{name}:{}", state.server_name))
                 .map_err(|e| MatrixError::invalid_param(format!("Invalid room_alias_name: {e}")))?;
             if state.storage.alias(alias.as_str()).await?.is_some() {
-                return Err(alias_in_use());
+                return Err(alias_taken_at_creation());
             }
             Some(alias)
         }
@@ -132,9 +132,18 @@ pub async fn create_room(
             .create_alias(alias.as_str(), room_id.as_str(), user.as_str())
             .await?
     {
-        return Err(alias_in_use());
+        return Err(alias_taken_at_creation());
     }
     Ok(RumaResponse(create_room::Response::new(room_id)))
+}
+
+/// `createRoom` answers a taken alias with 400 (the directory API with 409).
+fn alias_taken_at_creation() -> MatrixError {
+    MatrixError::new(
+        StatusCode::BAD_REQUEST,
+        ErrorKind::RoomInUse,
+        "Room alias already taken",
+    )
 }
 
 pub fn alias_in_use() -> MatrixError {

@@ -22,7 +22,7 @@ use ruma::{
 };
 use serde_json::{Value, json};
 
-use super::room_access::{find_room, membership, serve};
+use super::room_access::{find_room, serve};
 use crate::{
     api::{
         error::{ApiResult, MatrixError},
@@ -64,7 +64,7 @@ async fn send_once(
     draft: EventDraft,
 ) -> ApiResult<ruma::OwnedEventId> {
     let key = txn_key(session, txn_id);
-    if let Some(event_id) = state.storage.txn_event(&key.0, &key.1, &key.2).await? {
+    if let Some(event_id) = state.storage.txn_event(room_id.as_str(), &key).await? {
         return ruma::EventId::parse(event_id).map_err(|_| MatrixError::internal());
     }
     let user = &session.user_id;
@@ -88,6 +88,7 @@ pub async fn send_message_event(
     req: Ruma<send_message::Request>,
 ) -> ApiResult<RumaResponse<send_message::Response>> {
     let body = &req.body;
+    find_room(&state, &body.room_id).await?;
     let kind = body.event_type.to_string();
     if kind == "m.room.redaction" {
         return Err(MatrixError::bad_json("Use /redact to redact events"));
@@ -161,7 +162,7 @@ async fn check_state_content(
                 let alias = alias
                     .as_str()
                     .and_then(|a| RoomAliasId::parse(a).ok())
-                    .ok_or_else(|| bad_alias("Invalid alias"))?;
+                    .ok_or_else(|| MatrixError::invalid_param("Invalid room alias"))?;
                 match state.storage.alias(alias.as_str()).await? {
                     Some((target, _)) if target == room_id.as_str() => {}
                     _ => return Err(bad_alias("Alias does not point to this room")),
@@ -331,8 +332,7 @@ pub async fn get_event(
         .await?
         .filter(|e| e.pdu.room_id == body.room_id)
         .ok_or_else(not_found)?;
-    let current = membership(&state, &body.room_id, user).await?;
-    let visible = filter_visible(&state.storage, user, &current, vec![event]).await?;
+    let visible = filter_visible(&state.storage, user, &body.room_id, vec![event]).await?;
     let served = serve(&state, &rules, &visible).await?;
     let event = served.into_iter().next().ok_or_else(not_found)?;
     Ok(RumaResponse(get_room_event::Response::new(event)))

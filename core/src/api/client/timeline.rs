@@ -22,7 +22,7 @@ use ruma::{
     },
 };
 
-use super::room_access::{find_room, membership, parse_token, require_joined, serve, token};
+use super::room_access::{find_room, parse_token, require_joined, serve, token};
 use crate::{
     api::{
         error::{ApiResult, MatrixError},
@@ -38,12 +38,7 @@ const MAX_PAGE: u64 = 1000;
 
 /// 403 unless the user is or was in the room (history visibility then
 /// decides event by event).
-async fn require_member_once(
-    state: &AppState,
-    room_id: &RoomId,
-    user: &UserId,
-) -> ApiResult<String> {
-    let current = membership(state, room_id, user).await?;
+async fn require_member_once(state: &AppState, room_id: &RoomId, user: &UserId) -> ApiResult<()> {
     let world_readable = state
         .storage
         .current_state_event(room_id.as_str(), "m.room.history_visibility", "")
@@ -61,7 +56,7 @@ async fn require_member_once(
             "{user} is not in room {room_id}"
         )));
     }
-    Ok(current)
+    Ok(())
 }
 
 /// A page of visible, filtered events after (`forward`) or before a position.
@@ -71,7 +66,6 @@ async fn page(
     state: &AppState,
     room_id: &RoomId,
     user: &UserId,
-    current_membership: &str,
     mut from: i64,
     to: Option<i64>,
     forward: bool,
@@ -103,7 +97,7 @@ async fn page(
             .into_iter()
             .filter(|e| filter::matches(event_filter, &e.pdu))
             .collect();
-        out.extend(filter_visible(&state.storage, user, current_membership, matching).await?);
+        out.extend(filter_visible(&state.storage, user, room_id, matching).await?);
         if exhausted {
             return Ok((out, None));
         }
@@ -148,7 +142,7 @@ pub async fn get_messages(
     let body = &req.body;
     let user = &req.session().user_id;
     let (_, rules) = find_room(&state, &body.room_id).await?;
-    let current = require_member_once(&state, &body.room_id, user).await?;
+    require_member_once(&state, &body.room_id, user).await?;
     let forward = body.dir == Direction::Forward;
     let from = match &body.from {
         Some(from) => parse_token(from)?,
@@ -161,7 +155,6 @@ pub async fn get_messages(
         &state,
         &body.room_id,
         user,
-        &current,
         from,
         to,
         forward,
@@ -190,7 +183,7 @@ pub async fn get_context(
     let body = &req.body;
     let user = &req.session().user_id;
     let (_, rules) = find_room(&state, &body.room_id).await?;
-    let current = require_member_once(&state, &body.room_id, user).await?;
+    require_member_once(&state, &body.room_id, user).await?;
     let not_found = || MatrixError::not_found("Event not found");
     let event = state
         .storage
@@ -198,7 +191,7 @@ pub async fn get_context(
         .await?
         .filter(|e| e.pdu.room_id == body.room_id)
         .ok_or_else(not_found)?;
-    let event = filter_visible(&state.storage, user, &current, vec![event])
+    let event = filter_visible(&state.storage, user, &body.room_id, vec![event])
         .await?
         .pop()
         .ok_or_else(not_found)?;
@@ -211,7 +204,6 @@ pub async fn get_context(
             &state,
             &body.room_id,
             user,
-            &current,
             position - 1,
             None,
             false,
@@ -227,7 +219,6 @@ pub async fn get_context(
             &state,
             &body.room_id,
             user,
-            &current,
             position,
             None,
             true,
@@ -370,7 +361,7 @@ pub async fn timestamp_to_event(
     let body = &req.body;
     let user = &req.session().user_id;
     find_room(&state, &body.room_id).await?;
-    let current = require_member_once(&state, &body.room_id, user).await?;
+    require_member_once(&state, &body.room_id, user).await?;
     let forward = body.dir == Direction::Forward;
     let ts = i64::try_from(u64::from(body.ts.get())).unwrap_or(i64::MAX);
     let not_found = || MatrixError::not_found("No event found in that direction");
@@ -379,7 +370,7 @@ pub async fn timestamp_to_event(
         .event_near_ts(body.room_id.as_str(), ts, forward)
         .await?
         .ok_or_else(not_found)?;
-    let event = filter_visible(&state.storage, user, &current, vec![event])
+    let event = filter_visible(&state.storage, user, &body.room_id, vec![event])
         .await?
         .pop()
         .ok_or_else(not_found)?;
