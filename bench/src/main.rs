@@ -1,15 +1,33 @@
 //! `myelin-bench`: a load generator for any Matrix homeserver URL, so that
 //! Myelin and Synapse are measured by the same tool in one run.
 //!
-//! Phases: `login` (password logins) and `whoami` (authenticated reads).
-//! Each phase runs `--concurrency` workers for `--seconds` and reports
-//! requests per second and latency percentiles.
+//! Phases (each runs `--concurrency` workers for `--seconds` and reports
+//! requests per second and latency percentiles):
+//! - `login`: password logins.
+//! - `whoami`: authenticated reads.
+//! - `send`: one public room with `--members` members (the bench user and
+//!   more users made with `--shared-secret`); each worker sends
+//!   `m.room.message` events into it as a different member.
+//! - `state-at`: one room with `--state-events` state changes over
+//!   `--state-keys` keys; workers fetch the first 100 of them again, by
+//!   `/context/{id}?limit=0` (the room state at that event) and then by
+//!   `/event/{id}` (history visibility, looked up in the state at it).
+//!
+//! With `--server-pid`, each phase also reports the server's CPU time
+//! (utime + stime from `/proc/PID/stat`) per request.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
 
 use anyhow::{Context, bail};
 use clap::Parser;
 use hmac::{Hmac, Mac};
+use reqwest::Method;
 use serde_json::{Value, json};
 use sha1::Sha1;
 
@@ -24,43 +42,65 @@ struct Args {
     user: String,
     #[arg(long, default_value = "bench-password")]
     password: String,
-    /// Create the user first through the shared-secret admin API.
+    /// Create the user (and the `send` phase's members) first through the
+    /// shared-secret admin API.
     #[arg(long)]
     shared_secret: Option<String>,
-    /// Phases to run, in order.
+    /// Phases to run, in order: login, whoami, send, state-at.
     #[arg(long, value_delimiter = ',', default_value = "login,whoami")]
     phases: Vec<String>,
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// The server's process id, to report its CPU time per request
+    /// (read from /proc, so the server must run on this machine).
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// `send`: users in the room, the bench user included; raised to
+    /// `--concurrency` if lower, so that every worker is a different member.
+    /// The others are `<user>-member-<n>` with the same password.
+    #[arg(long, default_value_t = 20)]
+    members: usize,
+    /// `state-at`: state events the setup sends into the room.
+    #[arg(long, default_value_t = 10_000)]
+    state_events: usize,
+    /// `state-at`: distinct state keys they cycle through.
+    #[arg(long, default_value_t = 1_000)]
+    state_keys: usize,
 }
+
+/// `state-at`: how many of the first state events the workers look up.
+const OLD_EVENTS: usize = 100;
+/// `state-at`: state events in flight at once while filling the room.
+const SETUP_CONCURRENCY: usize = 8;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.concurrency)
+        .pool_max_idle_per_host(args.concurrency.max(SETUP_CONCURRENCY))
         .build()?;
     if let Some(secret) = &args.shared_secret {
-        register(&client, &args, secret).await?;
+        register(&client, &ArgsRef::from(&args), secret).await?;
     }
     println!(
         "target: {}  concurrency: {}  seconds per phase: {}",
         args.url, args.concurrency, args.seconds
     );
     for phase in &args.phases {
-        let report = match phase.as_str() {
+        match phase.as_str() {
             "login" => {
-                run_phase(&args, |client, args| async move {
+                let report = run_phase(&args, "request", |client, args, _| async move {
                     login(&client, &args).await.map(drop)
                 })
-                .await?
+                .await?;
+                print_report(phase, &report);
             }
             "whoami" => {
                 let token = login(&client, &ArgsRef::from(&args)).await?;
                 let url = format!("{}/_matrix/client/v3/account/whoami", args.url);
-                run_phase(&args, move |client, _| {
+                let report = run_phase(&args, "request", move |client, _, _| {
                     let (url, token) = (url.clone(), token.clone());
                     async move {
                         let response = client.get(url).bearer_auth(token).send().await?;
@@ -73,11 +113,194 @@ async fn main() -> anyhow::Result<()> {
                         Ok(())
                     }
                 })
-                .await?
+                .await?;
+                print_report(phase, &report);
             }
-            other => bail!("unknown phase {other}: use login or whoami"),
+            "send" => send_phase(&client, &args).await?,
+            "state-at" => state_at_phase(&client, &args).await?,
+            other => bail!("unknown phase {other}: use login, whoami, send or state-at"),
+        }
+    }
+    Ok(())
+}
+
+fn print_report(label: &str, report: &Report) {
+    println!("{label:>8}: {report}");
+}
+
+/// `send`: `--concurrency` members send messages into one room.
+async fn send_phase(client: &reqwest::Client, args: &Args) -> anyhow::Result<()> {
+    let members = args.members.max(args.concurrency);
+    let shared = ArgsRef::from(args);
+    let owner = login(client, &shared).await?;
+    let created = call(
+        client,
+        Method::POST,
+        &format!("{}/_matrix/client/v3/createRoom", args.url),
+        &owner,
+        Some(&json!({"preset": "public_chat", "name": "myelin-bench send"})),
+    )
+    .await?;
+    let room = created["room_id"]
+        .as_str()
+        .with_context(|| format!("createRoom: no room_id in {created}"))?
+        .to_owned();
+    let mut tokens = vec![owner];
+    for n in 1..members {
+        let member = ArgsRef {
+            user: format!("{}-member-{n}", args.user),
+            ..shared.clone()
         };
-        println!("{phase:>8}: {report}");
+        let token = match &args.shared_secret {
+            Some(secret) => match register(client, &member, secret).await? {
+                Some(token) => token,
+                None => login(client, &member).await?,
+            },
+            None => login(client, &member).await?,
+        };
+        let join = format!("{}/_matrix/client/v3/rooms/{}/join", args.url, enc(&room));
+        call(client, Method::POST, &join, &token, Some(&json!({}))).await?;
+        tokens.push(token);
+    }
+    println!("    send: room {room} with {members} members");
+
+    // Transaction ids are unique per run and per request.
+    let run = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis();
+    let next = Arc::new(AtomicUsize::new(0));
+    let base = format!(
+        "{}/_matrix/client/v3/rooms/{}/send/m.room.message",
+        args.url,
+        enc(&room)
+    );
+    let report = run_phase(args, "event", move |client, _, worker| {
+        let token = tokens[worker % tokens.len()].clone();
+        let n = next.fetch_add(1, Ordering::Relaxed);
+        let url = format!("{base}/bench-{run}-{n}");
+        async move {
+            let body = json!({"msgtype": "m.text", "body": format!("bench message {n}")});
+            let sent = call(&client, Method::PUT, &url, &token, Some(&body)).await?;
+            anyhow::ensure!(
+                sent["event_id"].is_string(),
+                "PUT {url}: no event_id in {sent}"
+            );
+            Ok(())
+        }
+    })
+    .await?;
+    print_report("send", &report);
+    Ok(())
+}
+
+/// `state-at`: fills a room with state changes, then looks up the state at
+/// its oldest ones.
+async fn state_at_phase(client: &reqwest::Client, args: &Args) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.state_keys > 0 && args.state_events >= OLD_EVENTS,
+        "state-at needs --state-keys > 0 and --state-events >= {OLD_EVENTS}"
+    );
+    let token = login(client, &ArgsRef::from(args)).await?;
+    let created = call(
+        client,
+        Method::POST,
+        &format!("{}/_matrix/client/v3/createRoom", args.url),
+        &token,
+        Some(&json!({"preset": "private_chat", "name": "myelin-bench state-at"})),
+    )
+    .await?;
+    let room = created["room_id"]
+        .as_str()
+        .with_context(|| format!("createRoom: no room_id in {created}"))?
+        .to_owned();
+    let rooms = format!("{}/_matrix/client/v3/rooms/{}", args.url, enc(&room));
+
+    // Event i sets key i % state_keys, so every key changes
+    // state_events / state_keys times.
+    let put_state = |i: usize| {
+        let (client, token) = (client.clone(), token.clone());
+        let url = format!("{rooms}/state/m.bench.state/k{:04}", i % args.state_keys);
+        async move {
+            let body = json!({"change": i});
+            let sent = call(&client, Method::PUT, &url, &token, Some(&body)).await?;
+            sent["event_id"]
+                .as_str()
+                .map(str::to_owned)
+                .with_context(|| format!("PUT {url}: no event_id in {sent}"))
+        }
+    };
+    let started = Instant::now();
+    let progress = |done: usize| {
+        if done % 1_000 == 0 || done == args.state_events {
+            println!(
+                "state-at: setup {done}/{} state events ({:.1} s)",
+                args.state_events,
+                started.elapsed().as_secs_f64()
+            );
+        }
+    };
+    // The old events one at a time, so that they are the room's first.
+    let mut old = Vec::with_capacity(OLD_EVENTS);
+    for i in 0..OLD_EVENTS {
+        old.push(put_state(i).await?);
+        progress(i + 1);
+    }
+    let mut in_flight = tokio::task::JoinSet::new();
+    let mut done = OLD_EVENTS;
+    for i in OLD_EVENTS..args.state_events {
+        if in_flight.len() == SETUP_CONCURRENCY {
+            let _event_id = in_flight.join_next().await.context("no task")???;
+            done += 1;
+            progress(done);
+        }
+        in_flight.spawn(put_state(i));
+    }
+    while let Some(result) = in_flight.join_next().await {
+        let _event_id = result??;
+        done += 1;
+        progress(done);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "state-at: room {room}: {} state events over {} keys in {elapsed:.1} s ({:.0}/s, {SETUP_CONCURRENCY} in flight)",
+        args.state_events,
+        args.state_keys,
+        args.state_events as f64 / elapsed
+    );
+
+    // What one look-up returns, as a check that it is the state at the event.
+    let context = |id: &str| format!("{rooms}/context/{}?limit=0", enc(id));
+    let first = call(client, Method::GET, &context(&old[0]), &token, None).await?;
+    let last = call(
+        client,
+        Method::GET,
+        &context(&old[OLD_EVENTS - 1]),
+        &token,
+        None,
+    )
+    .await?;
+    let size = |v: &Value| v["state"].as_array().map_or(0, Vec::len);
+    println!(
+        "state-at: /context?limit=0 returns {} state events at the first old event, {} at the {OLD_EVENTS}th",
+        size(&first),
+        size(&last)
+    );
+
+    let old = Arc::new(old);
+    for (label, prefix, suffix) in [
+        ("/context?limit=0", format!("{rooms}/context/"), "?limit=0"),
+        ("/event", format!("{rooms}/event/"), ""),
+    ] {
+        let (old, token, next) = (old.clone(), token.clone(), Arc::new(AtomicUsize::new(0)));
+        let report = run_phase(args, "request", move |client, _, _| {
+            let id = &old[next.fetch_add(1, Ordering::Relaxed) % old.len()];
+            let url = format!("{prefix}{}{suffix}", enc(id));
+            let token = token.clone();
+            async move {
+                call(&client, Method::GET, &url, &token, None).await?;
+                Ok(())
+            }
+        })
+        .await?;
+        print_report(&format!("state-at {label}"), &report);
     }
     Ok(())
 }
@@ -85,8 +308,14 @@ async fn main() -> anyhow::Result<()> {
 struct Report {
     requests: usize,
     errors: usize,
+    first_error: Option<String>,
     elapsed: Duration,
     latencies: Vec<Duration>,
+    /// What one request is, in the CPU line: "request" or "event".
+    unit: &'static str,
+    /// Seconds of CPU time over the phase: the server's (if known) and ours.
+    server_cpu: Option<f64>,
+    own_cpu: Option<f64>,
 }
 
 impl std::fmt::Display for Report {
@@ -104,50 +333,158 @@ impl std::fmt::Display for Report {
             pct(0.99),
             self.requests,
             self.errors
-        )
+        )?;
+        if let Some(cpu) = self.server_cpu {
+            let core = |s: f64| 100.0 * s / self.elapsed.as_secs_f64();
+            write!(
+                f,
+                "\n          server CPU per {}: {:.3} ms  ({cpu:.2} s, {:.0}% of a core; load generator {:.0}%)",
+                self.unit,
+                cpu * 1e3 / self.requests.max(1) as f64,
+                core(cpu),
+                core(self.own_cpu.unwrap_or(0.0))
+            )?;
+        }
+        if let Some(error) = &self.first_error {
+            write!(f, "\n          first error: {error}")?;
+        }
+        Ok(())
     }
 }
 
-async fn run_phase<F, Fut>(args: &Args, request: F) -> anyhow::Result<Report>
+async fn run_phase<F, Fut>(args: &Args, unit: &'static str, request: F) -> anyhow::Result<Report>
 where
-    F: Fn(reqwest::Client, ArgsRef) -> Fut + Clone + Send + 'static,
+    F: Fn(reqwest::Client, ArgsRef, usize) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
 {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)
         .build()?;
+    let cpu_before = (args.server_pid.map(cpu_seconds).transpose()?, own_cpu());
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..args.concurrency {
+    for worker in 0..args.concurrency {
         let (client, request, shared) = (client.clone(), request.clone(), ArgsRef::from(args));
         workers.spawn(async move {
-            let (mut latencies, mut errors) = (Vec::new(), 0usize);
+            let (mut latencies, mut errors, mut first_error) = (Vec::new(), 0usize, None);
             while Instant::now() < deadline {
                 let sent = Instant::now();
-                match request(client.clone(), shared.clone()).await {
+                match request(client.clone(), shared.clone(), worker).await {
                     Ok(()) => latencies.push(sent.elapsed()),
-                    Err(_) => errors += 1,
+                    Err(e) => {
+                        errors += 1;
+                        first_error.get_or_insert_with(|| format!("{e:#}"));
+                    }
                 }
             }
-            (latencies, errors)
+            (latencies, errors, first_error)
         });
     }
     let mut report = Report {
         requests: 0,
         errors: 0,
+        first_error: None,
         elapsed: Duration::ZERO,
         latencies: Vec::new(),
+        unit,
+        server_cpu: None,
+        own_cpu: None,
     };
     while let Some(result) = workers.join_next().await {
-        let (latencies, errors) = result?;
+        let (latencies, errors, first_error) = result?;
         report.requests += latencies.len();
         report.errors += errors;
         report.latencies.extend(latencies);
+        if report.first_error.is_none() {
+            report.first_error = first_error;
+        }
     }
     report.elapsed = started.elapsed();
+    if let (Some(before), Some(pid)) = (cpu_before.0, args.server_pid) {
+        report.server_cpu = Some(cpu_seconds(pid)? - before);
+    }
+    report.own_cpu = own_cpu()
+        .zip(cpu_before.1)
+        .map(|(after, before)| after - before);
     report.latencies.sort();
     Ok(report)
+}
+
+/// User + system CPU seconds of a process, from `/proc/PID/stat`.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    // Fields 14 and 15 (utime, stime), counted after the parenthesised name.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| -> anyhow::Result<u64> {
+        let field = fields.get(i).with_context(|| format!("short {path}"))?;
+        Ok(field.parse()?)
+    };
+    Ok((ticks(11)? + ticks(12)?) as f64 / clock_ticks_per_second())
+}
+
+fn own_cpu() -> Option<f64> {
+    cpu_seconds(std::process::id()).ok()
+}
+
+/// `getconf CLK_TCK`; 100 (Linux's value nearly everywhere) if that fails.
+fn clock_ticks_per_second() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8(out.stdout).ok()?.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// Percent-encodes a path segment (room and event ids hold `!`, `$`, `:`, `/`, `+`).
+fn enc(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Sends a request with an access token and returns the JSON body; a status
+/// other than 2xx is an error that names the request and the response.
+async fn call(
+    client: &reqwest::Client,
+    method: Method,
+    url: &str,
+    token: &str,
+    body: Option<&Value>,
+) -> anyhow::Result<Value> {
+    let mut request = client.request(method.clone(), url).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("{method} {url}"))?;
+    let status = response.status();
+    let text = response
+        .text()
+        .await
+        .with_context(|| format!("{method} {url}"))?;
+    if !status.is_success() {
+        let sent = body.map(|b| format!(" {b}")).unwrap_or_default();
+        bail!("{method} {url}{sent} -> {status} {text}");
+    }
+    serde_json::from_str(&text).with_context(|| format!("{method} {url}: not JSON: {text}"))
 }
 
 /// The parts of the arguments a worker needs, cheap to clone.
@@ -182,8 +519,13 @@ async fn login(client: &reqwest::Client, args: &ArgsRef) -> anyhow::Result<Strin
         .with_context(|| format!("login failed: {response}"))
 }
 
-/// Creates the bench user with Synapse's shared-secret registration (ignores "in use").
-async fn register(client: &reqwest::Client, args: &Args, secret: &str) -> anyhow::Result<()> {
+/// Creates `args.user` with Synapse's shared-secret registration and returns
+/// its access token; `None` if the user already exists.
+async fn register(
+    client: &reqwest::Client,
+    args: &ArgsRef,
+    secret: &str,
+) -> anyhow::Result<Option<String>> {
     let url = format!("{}/_synapse/admin/v1/register", args.url);
     let nonce: Value = client.get(&url).send().await?.json().await?;
     let nonce = nonce["nonce"].as_str().context("no nonce")?;
@@ -192,8 +534,11 @@ async fn register(client: &reqwest::Client, args: &Args, secret: &str) -> anyhow
     let body = json!({"nonce": nonce, "username": args.user, "password": args.password, "admin": false,
         "mac": hex::encode(mac.finalize().into_bytes())});
     let response: Value = client.post(&url).json(&body).send().await?.json().await?;
-    if response.get("user_id").is_none() && response["errcode"] != "M_USER_IN_USE" {
+    if response.get("user_id").is_none() {
+        if response["errcode"] == "M_USER_IN_USE" {
+            return Ok(None);
+        }
         bail!("registration failed: {response}");
     }
-    Ok(())
+    Ok(response["access_token"].as_str().map(str::to_owned))
 }

@@ -1,6 +1,6 @@
 //! Which events a user may see (spec: "History visibility").
 
-use std::collections::HashMap;
+use std::collections::{HashMap, hash_map::Entry};
 
 use ruma::{RoomId, UserId};
 
@@ -46,12 +46,14 @@ pub async fn filter_visible(
             out.push(event);
             continue;
         }
-        if !by_group.contains_key(&event.state_group) {
-            let at = state_for_visibility(storage, event.state_group, user).await?;
-            by_group.insert(event.state_group, at);
-        }
+        let at = match by_group.entry(event.state_group) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => {
+                entry.insert(state_for_visibility(storage, event.state_group, user).await?)
+            }
+        };
         let joined_later = last_join.is_some_and(|join| join > event.stream_ordering);
-        if visible(&by_group[&event.state_group], joined_later) {
+        if visible(at, joined_later) {
             out.push(event);
         }
     }
