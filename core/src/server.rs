@@ -5,6 +5,7 @@ use std::{net::SocketAddr, path::Path, sync::Arc};
 
 use anyhow::Context;
 use axum::Extension;
+use myelin_plugin_api::PluginSet;
 use ruma::OwnedServerName;
 use tokio::net::TcpListener;
 
@@ -42,6 +43,9 @@ pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
 
     let server_name = OwnedServerName::try_from(config.server_name.as_str())?;
     let rooms = Rooms::new(storage.clone(), signing_key.clone()).await?;
+    let plugins = PluginSet::load(&config.data_directory.join("plugin-cache"), &config.modules)
+        .await
+        .map_err(|err| anyhow::anyhow!("modules: {err}"))?;
     Ok(AppState(Arc::new(Services {
         server_name,
         storage,
@@ -53,6 +57,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
         registration_nonces: Default::default(),
         signing_key,
         rooms,
+        plugins: Arc::new(plugins),
         config,
     })))
 }

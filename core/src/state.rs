@@ -54,6 +54,7 @@ pub struct Services {
     pub registration_nonces: Nonces,
     pub signing_key: Arc<SigningKey>,
     pub rooms: Rooms,
+    pub plugins: Arc<myelin_plugin_api::PluginSet>,
 }
 
 /// Cheap to clone: one `Arc` around the server's services.

@@ -1,1 +1,65 @@
+//! The host side of Myelin plugins: WebAssembly components that implement
+//! the `myelin:plugin@0.1.0` contract in `wit/plugin.wit`, run under
+//! wasmtime with no ambient authority, a memory cap and a deadline per call.
+//!
+//! This crate knows nothing of HTTP routes or SQL: the server calls
+//! [`PluginSet`]'s hook methods at its call sites and gets typed answers.
 
+mod bindings;
+pub mod config;
+pub mod plugin;
+pub mod runtime;
+pub mod spam;
+
+use std::{path::Path, sync::Arc};
+
+pub use self::{
+    bindings::myelin::plugin::types::{Callback, Event, UserProfile},
+    config::{Limits, ModuleConfig, OnError},
+    plugin::{Fault, LoadError, Plugin},
+    runtime::Runtime,
+    spam::{Registration, Verdict},
+};
+
+/// The plugins the operator listed under `modules:`, in order.
+#[derive(Default)]
+pub struct PluginSet {
+    plugins: Vec<Plugin>,
+}
+
+impl PluginSet {
+    /// Loads every plugin, in order; the first failure stops the load.
+    pub async fn load(cache_dir: &Path, modules: &[ModuleConfig]) -> Result<Self, LoadError> {
+        if modules.is_empty() {
+            return Ok(Self::default());
+        }
+        let largest = modules
+            .iter()
+            .map(|m| m.limits.memory_bytes())
+            .max()
+            .unwrap_or_default();
+        let runtime = Runtime::new(cache_dir, largest).map_err(|e| LoadError {
+            path: cache_dir.to_owned(),
+            problem: format!("{e:#}"),
+        })?;
+        let mut plugins = Vec::with_capacity(modules.len());
+        for module in modules {
+            let plugin = Plugin::load(&runtime, module).await?;
+            tracing::info!(plugin = &*plugin.name, callbacks = ?plugin.callbacks, "plugin loaded");
+            plugins.push(plugin);
+        }
+        Ok(Self { plugins })
+    }
+
+    pub fn plugins(&self) -> &[Plugin] {
+        &self.plugins
+    }
+
+    /// Whether any plugin registered `callback` (lets call sites skip work).
+    pub fn wants(&self, callback: Callback) -> bool {
+        self.plugins.iter().any(|p| p.implements(callback))
+    }
+}
+
+/// Shared handle the server keeps.
+pub type Plugins = Arc<PluginSet>;

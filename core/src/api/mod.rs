@@ -5,6 +5,7 @@ pub mod admin;
 pub mod client;
 pub mod error;
 pub mod json;
+pub mod plugins;
 pub mod ruma;
 
 use std::{

@@ -61,6 +61,7 @@ pub struct Ruma<T> {
     /// Present when the endpoint takes an access token and one was given.
     pub session: Option<Session>,
     pub client_ip: Option<IpAddr>,
+    pub user_agent: Option<String>,
 }
 
 impl<T> Ruma<T> {
@@ -95,6 +96,11 @@ where
                 }
             };
         let client_ip = client_ip(&parts);
+        let user_agent = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|ua| ua.to_str().ok())
+            .map(str::to_owned);
 
         let session = if <T::Authentication as TokenRequirement>::ACCEPTED {
             match access_token(&parts) {
@@ -138,6 +144,7 @@ where
             body,
             session,
             client_ip,
+            user_agent,
         })
     }
 }

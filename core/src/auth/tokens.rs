@@ -16,6 +16,9 @@ pub struct Session {
     pub user_id: OwnedUserId,
     pub device_id: OwnedDeviceId,
     pub is_guest: bool,
+    /// Set by a registration spam check: the user's events are answered
+    /// but never stored or delivered.
+    pub shadow_banned: bool,
     pub expires_ts: Option<i64>,
     /// The token's hash, so that handlers can revoke exactly this token.
     pub token_hash: String,
@@ -86,6 +89,7 @@ impl TokenCache {
                         .map_err(|_| TokenRejected::Unknown)?,
                     device_id: record.device_id.into(),
                     is_guest: record.is_guest,
+                    shadow_banned: record.shadow_banned,
                     expires_ts: record.expires_ts,
                     token_hash: token_hash.clone(),
                 };

@@ -51,6 +51,8 @@ pub struct Config {
     pub media_store_path: Option<PathBuf>,
     /// The room version `createRoom` uses when the client names none.
     pub default_room_version: String,
+    /// Plugins, in the order their callbacks are asked.
+    pub modules: Vec<myelin_plugin_api::ModuleConfig>,
 }
 
 impl Default for Config {
@@ -80,6 +82,7 @@ impl Default for Config {
             signing_key_path: None,
             media_store_path: None,
             default_room_version: "10".to_owned(),
+            modules: Vec::new(),
         }
     }
 }

@@ -59,6 +59,9 @@ pub enum AppendError {
     Storage(#[from] sqlx::Error),
     #[error("the event could not be written")]
     WriteFailed,
+    /// A spam-checking plugin refused the event.
+    #[error("refused: {message}")]
+    Refused { errcode: String, message: String },
 }
 
 /// A transaction ID as clients scope it: per user and device.
@@ -289,7 +292,15 @@ impl<'a> RoomAppender<'a> {
         draft: &EventDraft,
         txn: Option<TxnKey>,
     ) -> Result<Arc<Pdu>, AppendError> {
-        let head = &mut *self.head;
+        let pdu = self.prepare(sender, draft)?;
+        Ok(self.commit(pdu, txn))
+    }
+
+    /// Builds, signs and authorizes an event placed after the room's newest
+    /// events, without appending it (so it can be checked further, e.g. by
+    /// spam-checking plugins, while the room stays locked).
+    pub fn prepare(&self, sender: &UserId, draft: &EventDraft) -> Result<Pdu, AppendError> {
+        let head = &*self.head;
         let rules = head.rules.clone();
         let content = serde_json::value::to_raw_value(&draft.content)
             .map_err(|e| PduError::Invalid(e.to_string()))?;
@@ -334,6 +345,13 @@ impl<'a> RoomAppender<'a> {
         })
         .map_err(AppendError::Forbidden)?;
 
+        Ok(pdu)
+    }
+
+    /// Makes a prepared event the room's newest event; it is written when
+    /// the room is unlocked.
+    pub fn commit(&mut self, pdu: Pdu, txn: Option<TxnKey>) -> Arc<Pdu> {
+        let head = &mut *self.head;
         let pdu = Arc::new(pdu);
         let new_state_group = pdu.state_key.as_ref().map(|state_key| {
             let key = (pdu.kind.to_string(), state_key.clone());
@@ -383,6 +401,6 @@ impl<'a> RoomAppender<'a> {
             replaces_extremities,
             txn,
         });
-        Ok(pdu)
+        pdu
     }
 }

@@ -23,6 +23,7 @@ pub struct NewUser {
     pub is_guest: bool,
     pub user_type: Option<String>,
     pub displayname: Option<String>,
+    pub shadow_banned: bool,
 }
 
 impl Storage {
@@ -31,14 +32,15 @@ impl Storage {
         write!(self, pool => {
             let mut tx = pool.begin().await?;
             let inserted = sqlx::query(
-                "INSERT INTO users (user_id, password_hash, is_admin, is_guest, user_type, created_ts)
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id) DO NOTHING",
+                "INSERT INTO users (user_id, password_hash, is_admin, is_guest, user_type, shadow_banned, created_ts)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (user_id) DO NOTHING",
             )
             .bind(&user.user_id)
             .bind(&user.password_hash)
             .bind(user.is_admin)
             .bind(user.is_guest)
             .bind(&user.user_type)
+            .bind(user.shadow_banned)
             .bind(now_ms())
             .execute(&mut *tx)
             .await?

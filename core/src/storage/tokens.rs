@@ -11,6 +11,7 @@ pub struct AccessTokenRecord {
     pub device_id: String,
     pub expires_ts: Option<i64>,
     pub is_guest: bool,
+    pub shadow_banned: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -50,7 +51,7 @@ impl Storage {
     pub async fn access_token(&self, token_hash: &str) -> Result<Option<AccessTokenRecord>> {
         read!(self, pool => {
             let row = sqlx::query(
-                "SELECT t.user_id, t.device_id, t.expires_ts, u.is_guest
+                "SELECT t.user_id, t.device_id, t.expires_ts, u.is_guest, u.shadow_banned
                  FROM access_tokens t JOIN users u ON u.user_id = t.user_id
                  WHERE t.token_hash = $1",
             )
@@ -63,6 +64,7 @@ impl Storage {
                     device_id: row.try_get("device_id")?,
                     expires_ts: row.try_get("expires_ts")?,
                     is_guest: row.try_get("is_guest")?,
+                    shadow_banned: row.try_get("shadow_banned")?,
                 })
             })
             .transpose()

@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 use crate::{
     api::{
         error::{ApiResult, MatrixError},
+        plugins::check,
         ruma::{Ruma, RumaResponse},
     },
     rooms::{
@@ -44,6 +45,32 @@ pub async fn create_room(
         ));
     }
     let is_public = body.visibility == Visibility::Public;
+    let plugins = &state.plugins;
+    let request = serde_json::json!({
+        "name": body.name,
+        "topic": body.topic,
+        "preset": body.preset.as_ref().map(|p| p.as_str()),
+        "visibility": body.visibility.as_str(),
+        "room_alias_name": body.room_alias_name,
+        "room_version": version,
+        "invite": body.invite,
+        "is_direct": body.is_direct,
+    });
+    check(
+        plugins
+            .user_may_create_room(user.as_str(), &request.to_string())
+            .await,
+    )?;
+    for invitee in &body.invite {
+        check(
+            plugins
+                .user_may_invite(user.as_str(), invitee.as_str(), "")
+                .await,
+        )?;
+    }
+    if is_public {
+        check(plugins.user_may_publish_room(user.as_str(), "").await)?;
+    }
     let preset = match &body.preset {
         Some(RoomPreset::PublicChat) => Preset::PublicChat,
         Some(RoomPreset::TrustedPrivateChat) => Preset::TrustedPrivateChat,
@@ -59,6 +86,11 @@ pub async fn create_room(
             if state.storage.alias(alias.as_str()).await?.is_some() {
                 return Err(alias_taken_at_creation());
             }
+            check(
+                plugins
+                    .user_may_create_room_alias(user.as_str(), alias.as_str())
+                    .await,
+            )?;
             Some(alias)
         }
         None => None,

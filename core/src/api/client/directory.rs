@@ -28,6 +28,7 @@ use super::{
 use crate::{
     api::{
         error::{ApiResult, MatrixError},
+        plugins::check,
         ruma::{Ruma, RumaResponse},
     },
     rooms::power::PowerLevels,
@@ -73,7 +74,14 @@ pub async fn put_alias(
     let body = &req.body;
     require_local_alias(&state, &body.room_alias)?;
     find_room(&state, &body.room_id).await?;
-    require_joined(&state, &body.room_id, &req.session().user_id).await?;
+    let user = &req.session().user_id;
+    require_joined(&state, &body.room_id, user).await?;
+    check(
+        state
+            .plugins
+            .user_may_create_room_alias(user.as_str(), body.room_alias.as_str())
+            .await,
+    )?;
     if !state
         .storage
         .create_alias(
@@ -180,6 +188,15 @@ pub async fn set_visibility(
             )));
         }
     };
+    if public {
+        let user = &req.session().user_id;
+        check(
+            state
+                .plugins
+                .user_may_publish_room(user.as_str(), room_id.as_str())
+                .await,
+        )?;
+    }
     state
         .storage
         .set_room_public(room_id.as_str(), public)

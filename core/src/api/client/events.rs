@@ -22,16 +22,20 @@ use ruma::{
 };
 use serde_json::{Value, json};
 
+use myelin_plugin_api::{Callback, Verdict};
+
 use super::room_access::{find_room, serve};
 use crate::{
     api::{
         error::{ApiResult, MatrixError},
+        plugins,
         ruma::{Ruma, RumaResponse},
     },
     auth::tokens::Session,
     rooms::{
-        TxnKey,
+        AppendError, TxnKey,
         pdu::EventDraft,
+        pdu::Pdu,
         power::{PowerLevels, check_integer_levels},
         visibility::filter_visible,
     },
@@ -63,6 +67,9 @@ async fn send_once(
     txn_id: &str,
     draft: EventDraft,
 ) -> ApiResult<ruma::OwnedEventId> {
+    if session.shadow_banned {
+        return Ok(shadow_event_id());
+    }
     let key = txn_key(session, txn_id);
     if let Some(event_id) = state.storage.txn_event(room_id.as_str(), &key).await? {
         return ruma::EventId::parse(event_id).map_err(|_| MatrixError::internal());
@@ -74,12 +81,38 @@ async fn send_once(
             if let Some(event_id) = room.recent_txn(&key) {
                 return Ok(event_id);
             }
-            Ok(room
-                .append(user, &draft, Some(key.clone()))?
-                .event_id
-                .clone())
+            let pdu = room.prepare(user, &draft)?;
+            spam_check(state, &pdu).await?;
+            Ok(room.commit(pdu, Some(key.clone())).event_id.clone())
         })
         .await?)
+}
+
+/// Asks the spam-checking plugins about an event before it is appended.
+async fn spam_check(state: &AppState, pdu: &Pdu) -> Result<(), AppendError> {
+    if !state.plugins.wants(Callback::CheckEventForSpam) {
+        return Ok(());
+    }
+    match state
+        .plugins
+        .check_event_for_spam(&plugins::event(pdu))
+        .await
+    {
+        Verdict::Allow => Ok(()),
+        Verdict::Reject { errcode, message } => Err(AppendError::Refused { errcode, message }),
+    }
+}
+
+/// What a shadow-banned user hears back: a plausible event ID for an event
+/// that is never stored, as Synapse does.
+fn shadow_event_id() -> ruma::OwnedEventId {
+    use rand::{Rng, distributions::Alphanumeric};
+    let hash: String = rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(43)
+        .map(char::from)
+        .collect();
+    ruma::EventId::parse(format!("${hash}")).expect("a valid event ID")
 }
 
 /// `PUT /rooms/{roomId}/send/{eventType}/{txnId}`
@@ -115,6 +148,9 @@ pub async fn send_state_event(
     let (_, rules) = find_room(&state, &body.room_id).await?;
     let kind = body.event_type.to_string();
     let content = content_object(body.body.json())?;
+    if req.session().shadow_banned {
+        return Ok(RumaResponse(send_state::Response::new(shadow_event_id())));
+    }
     check_state_content(&state, &rules, &body.room_id, &kind, &content).await?;
     let draft = EventDraft::state(kind.as_str(), body.state_key.as_str(), content);
     let event_id = state
@@ -129,7 +165,9 @@ pub async fn send_state_event(
             {
                 return Ok(current.event_id.clone());
             }
-            Ok(room.append(user, &draft, None)?.event_id.clone())
+            let pdu = room.prepare(user, &draft)?;
+            spam_check(&state, &pdu).await?;
+            Ok(room.commit(pdu, None).event_id.clone())
         })
         .await?;
     Ok(RumaResponse(send_state::Response::new(event_id)))

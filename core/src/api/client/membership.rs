@@ -2,6 +2,7 @@
 //! kick, ban, unban, knock, and the membership listings.
 
 use axum::extract::State;
+use myelin_plugin_api::Callback;
 use ruma::{
     OwnedRoomId, RoomId, RoomOrAliasId, UserId,
     api::client::knock::knock_room::v3 as knock_room,
@@ -18,6 +19,7 @@ use super::room_access::{find_room, membership};
 use crate::{
     api::{
         error::{ApiResult, MatrixError},
+        plugins::check,
         ruma::{Ruma, RumaResponse},
     },
     rooms::{membership::member_content, pdu::EventDraft},
@@ -63,6 +65,27 @@ pub async fn resolve_room(state: &AppState, room: &RoomOrAliasId) -> ApiResult<O
     }
 }
 
+/// Asks the plugins whether `user` may join; server admins are not asked,
+/// as in Synapse.
+async fn check_join(state: &AppState, room_id: &RoomId, user: &UserId) -> ApiResult<()> {
+    if !state.plugins.wants(Callback::UserMayJoinRoom)
+        || state
+            .storage
+            .user(user.as_str())
+            .await?
+            .is_some_and(|u| u.is_admin)
+    {
+        return Ok(());
+    }
+    let is_invited = membership(state, room_id, user).await? == "invite";
+    check(
+        state
+            .plugins
+            .user_may_join_room(user.as_str(), room_id.as_str(), is_invited)
+            .await,
+    )
+}
+
 /// Guests may join only rooms whose `m.room.guest_access` is `can_join`.
 async fn check_guest_access(state: &AppState, room_id: &RoomId, is_guest: bool) -> ApiResult<()> {
     if !is_guest {
@@ -91,6 +114,7 @@ pub async fn join_room_by_id(
     let user = &req.session().user_id;
     let room_id = &req.body.room_id;
     check_guest_access(&state, room_id, req.session().is_guest).await?;
+    check_join(&state, room_id, user).await?;
     change_membership(
         &state,
         room_id,
@@ -113,6 +137,7 @@ pub async fn join_room_by_id_or_alias(
     let user = &req.session().user_id;
     let room_id = resolve_room(&state, &req.body.room_id_or_alias).await?;
     check_guest_access(&state, &room_id, req.session().is_guest).await?;
+    check_join(&state, &room_id, user).await?;
     change_membership(
         &state,
         &room_id,
@@ -157,6 +182,13 @@ pub async fn invite(
     };
     let target = &invitee.user_id;
     check_local_user(&state, target).await?;
+    let room_id = &req.body.room_id;
+    check(
+        state
+            .plugins
+            .user_may_invite(user.as_str(), target.as_str(), room_id.as_str())
+            .await,
+    )?;
     change_membership(
         &state,
         &req.body.room_id,

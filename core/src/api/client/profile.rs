@@ -2,6 +2,7 @@
 //! directory").
 
 use axum::extract::State;
+use myelin_plugin_api::{Callback, UserProfile};
 use ruma::{
     UserId,
     api::client::{
@@ -144,6 +145,20 @@ pub async fn search_users(
         .await?;
     let limited = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
+    if state.plugins.wants(Callback::CheckUsernameForSpam) {
+        let mut kept = Vec::with_capacity(rows.len());
+        for (user_id, profile) in rows {
+            let candidate = UserProfile {
+                user_id: user_id.clone(),
+                display_name: profile.displayname.clone(),
+                avatar_url: profile.avatar_url.clone(),
+            };
+            if !state.plugins.check_username_for_spam(&candidate).await {
+                kept.push((user_id, profile));
+            }
+        }
+        rows = kept;
+    }
     let results = rows
         .into_iter()
         .filter_map(|(user_id, profile)| {

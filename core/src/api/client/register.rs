@@ -6,6 +6,7 @@
 
 use axum::extract::State;
 use http::StatusCode;
+use myelin_plugin_api::Registration;
 use rand::Rng;
 use ruma::api::{
     client::{
@@ -66,7 +67,7 @@ pub async fn register(
         .registration
         .check(&ip, true)
         .map_err(MatrixError::limit_exceeded)?;
-    let body = req.body;
+    let body = &req.body;
     let guest = body.kind == RegistrationKind::Guest;
     let config = &state.config;
 
@@ -125,6 +126,23 @@ pub async fn register(
         .await?;
     }
 
+    let shadow_banned = match state
+        .plugins
+        .check_registration_for_spam(
+            None,
+            desired.as_deref(),
+            &[(req.user_agent.clone().unwrap_or_default(), ip.clone())],
+            None,
+        )
+        .await
+    {
+        Registration::Allow => false,
+        Registration::ShadowBan => true,
+        Registration::Deny { errcode, message } => {
+            return Err(crate::api::plugins::refusal(&errcode, &message));
+        }
+    };
+
     // A generated ID may collide with an existing one: try a few.
     let mut user_id = None;
     for _ in 0..5 {
@@ -137,6 +155,7 @@ pub async fn register(
                 password_hash: password_hash.clone(),
                 is_guest: guest,
                 displayname: Some(localpart),
+                shadow_banned,
                 ..NewUser::default()
             })
             .await?;
@@ -159,8 +178,8 @@ pub async fn register(
         &state,
         &user_id,
         LoginOptions {
-            device_id: body.device_id.map(|d| d.to_string()),
-            display_name: body.initial_device_display_name,
+            device_id: body.device_id.as_ref().map(|d| d.to_string()),
+            display_name: body.initial_device_display_name.clone(),
             refresh_token: body.refresh_token,
             ip: req.client_ip.map(|ip| ip.to_string()),
         },

@@ -26,6 +26,9 @@ impl From<AppendError> for MatrixError {
             AppendError::Pdu(PduError::Invalid(reason)) => MatrixError::bad_json(reason),
             AppendError::Storage(err) => err.into(),
             AppendError::WriteFailed => MatrixError::internal(),
+            AppendError::Refused { errcode, message } => {
+                crate::api::plugins::refusal(&errcode, &message)
+            }
         }
     }
 }

@@ -1,0 +1,61 @@
+//! The `modules:` section of `homeserver.yaml`, in Synapse's shape plus
+//! Myelin's `limits:` and `on_error:`.
+
+use std::{path::PathBuf, time::Duration};
+
+use serde::Deserialize;
+
+/// One entry of `modules:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleConfig {
+    /// Path to the plugin's `.wasm` component.
+    pub module: PathBuf,
+    /// Handed to the plugin's `init` as JSON.
+    #[serde(default)]
+    pub config: serde_json::Value,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub on_error: OnError,
+}
+
+/// Hard limits per plugin.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Linear memory cap per instance, in MiB.
+    pub memory_mib: u64,
+    /// Wall-clock deadline per call, in milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_mib: 64,
+            timeout_ms: 100,
+        }
+    }
+}
+
+impl Limits {
+    pub fn memory_bytes(&self) -> usize {
+        usize::try_from(self.memory_mib.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX)
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+/// What a failed call (trap, timeout, memory cap, malformed answer) means.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// Refuse the action: the safe default for spam checks.
+    #[default]
+    Deny,
+    /// Let the action through as if the plugin had not been asked.
+    Allow,
+}

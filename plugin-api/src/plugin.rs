@@ -1,0 +1,244 @@
+//! One loaded plugin: its pre-linked component, the callbacks it
+//! registered, its limits, and a pool of warm instances.
+//!
+//! A call takes an instance from the pool (or instantiates one from the
+//! `InstancePre`), sets the deadline, runs, and returns the instance to the
+//! pool. An instance whose call failed in any way is dropped: a trap may
+//! have left its memory in any state.
+
+use std::{
+    collections::HashSet,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use parking_lot::Mutex;
+use wasmtime::{
+    Store, StoreLimits, StoreLimitsBuilder, Trap,
+    component::{HasSelf, Linker, ResourceTable},
+};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::{
+    bindings::{
+        self, PluginPre,
+        myelin::plugin::types::{Callback, LogLevel},
+    },
+    config::{Limits, ModuleConfig, OnError},
+    runtime::{EPOCH_TICK, Runtime},
+};
+
+/// Why a plugin call did not produce an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Trap,
+    Timeout,
+    OutOfMemory,
+    /// The plugin answered, but not with something the host accepts (e.g.
+    /// an error code that is not a Matrix error code).
+    Malformed,
+}
+
+impl Fault {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Trap => "trap",
+            Self::Timeout => "timeout",
+            Self::OutOfMemory => "out-of-memory",
+            Self::Malformed => "malformed-result",
+        }
+    }
+
+    fn classify(err: &wasmtime::Error) -> Self {
+        if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+            return Self::Timeout;
+        }
+        // StoreLimits turns a refused memory growth into this error.
+        if format!("{err:#}").contains("memory") && format!("{err:#}").contains("limit") {
+            return Self::OutOfMemory;
+        }
+        Self::Trap
+    }
+}
+
+/// What a store holds for one instance: WASI with nothing granted, and the
+/// plugin's memory cap.
+pub struct InstanceState {
+    plugin: Arc<str>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+}
+
+impl WasiView for InstanceState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl bindings::myelin::plugin::types::Host for InstanceState {}
+
+impl bindings::myelin::plugin::host::Host for InstanceState {
+    async fn log(&mut self, level: LogLevel, message: String) {
+        let plugin = &*self.plugin;
+        match level {
+            LogLevel::Trace => tracing::trace!(target: "myelin::plugin", plugin, "{message}"),
+            LogLevel::Debug => tracing::debug!(target: "myelin::plugin", plugin, "{message}"),
+            LogLevel::Info => tracing::info!(target: "myelin::plugin", plugin, "{message}"),
+            LogLevel::Warn => tracing::warn!(target: "myelin::plugin", plugin, "{message}"),
+            LogLevel::Error => tracing::error!(target: "myelin::plugin", plugin, "{message}"),
+        }
+    }
+}
+
+/// An instance ready for calls.
+pub(crate) struct Warm {
+    pub(crate) store: Store<InstanceState>,
+    pub(crate) bindings: bindings::Plugin,
+}
+
+/// Why a plugin could not be loaded; the server refuses to start with it.
+#[derive(Debug, thiserror::Error)]
+#[error("plugin {path}: {problem}")]
+pub struct LoadError {
+    pub path: PathBuf,
+    pub problem: String,
+}
+
+pub struct Plugin {
+    pub name: Arc<str>,
+    pub path: PathBuf,
+    pub limits: Limits,
+    pub on_error: OnError,
+    pub callbacks: HashSet<Callback>,
+    runtime: Arc<Runtime>,
+    pre: PluginPre<InstanceState>,
+    pool: Mutex<Vec<Warm>>,
+}
+
+impl Plugin {
+    /// Reads, compiles (or loads from cache), links and initializes a plugin.
+    pub async fn load(runtime: &Arc<Runtime>, config: &ModuleConfig) -> Result<Self, LoadError> {
+        let path = config.module.clone();
+        let fail = |problem: String| LoadError {
+            path: path.clone(),
+            problem,
+        };
+        let bytes = std::fs::read(&path).map_err(|e| fail(format!("cannot read it: {e}")))?;
+        if !bytes.starts_with(b"\0asm") {
+            return Err(fail("not a WebAssembly file".into()));
+        }
+        if bytes.get(4..8) == Some(&[1, 0, 0, 0]) {
+            return Err(fail(
+                "a core WebAssembly module, not a component: build it for wasm32-wasip2".into(),
+            ));
+        }
+        let component = runtime
+            .compile(&bytes)
+            .map_err(|e| fail(format!("not a valid component: {e:#}")))?;
+        let mut linker = Linker::<InstanceState>::new(&runtime.engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| fail(e.to_string()))?;
+        bindings::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(|e| fail(e.to_string()))?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .and_then(PluginPre::new)
+            .map_err(|e| fail(format!("does not implement myelin:plugin@0.1.0: {e:#}")))?;
+
+        let name: Arc<str> = plugin_name(&path).into();
+        let mut plugin = Self {
+            name,
+            path: path.clone(),
+            limits: config.limits,
+            on_error: config.on_error,
+            callbacks: HashSet::new(),
+            runtime: runtime.clone(),
+            pre,
+            pool: Mutex::new(Vec::new()),
+        };
+        let config_json = serde_json::to_string(&match &config.config {
+            serde_json::Value::Null => serde_json::json!({}),
+            other => other.clone(),
+        })
+        .expect("JSON values serialize");
+        let init_failed = |fault: Fault| fail(format!("its init failed ({})", fault.as_str()));
+        let mut warm = plugin.checkout().await.map_err(init_failed)?;
+        let result = warm
+            .bindings
+            .myelin_plugin_lifecycle()
+            .call_init(&mut warm.store, &config_json)
+            .await;
+        let registered = plugin
+            .checkin(warm, result)
+            .map_err(init_failed)?
+            .map_err(|message| fail(format!("it refused its configuration: {message}")))?;
+        plugin.callbacks = registered.into_iter().collect();
+        Ok(plugin)
+    }
+
+    async fn instance(&self) -> wasmtime::Result<Warm> {
+        if let Some(warm) = self.pool.lock().pop() {
+            return Ok(warm);
+        }
+        let state = InstanceState {
+            plugin: self.name.clone(),
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.limits.memory_bytes())
+                .trap_on_grow_failure(true)
+                .build(),
+        };
+        let mut store = Store::new(&self.runtime.engine, state);
+        store.limiter(|state| &mut state.limits);
+        store.epoch_deadline_trap();
+        let bindings = self.pre.instantiate_async(&mut store).await?;
+        Ok(Warm { store, bindings })
+    }
+
+    /// A warm instance with the plugin's deadline set, for one call.
+    pub(crate) async fn checkout(&self) -> Result<Warm, Fault> {
+        let ticks = (self.limits.timeout().as_micros() / EPOCH_TICK.as_micros()).max(1) as u64;
+        let mut warm = self.instance().await.map_err(|err| {
+            tracing::warn!(plugin = &*self.name, error = %format!("{err:#}"), "plugin instantiation failed");
+            Fault::classify(&err)
+        })?;
+        warm.store.set_epoch_deadline(ticks);
+        Ok(warm)
+    }
+
+    /// Returns the instance to the pool after a successful call; after a
+    /// failed one the instance is dropped and the fault reported.
+    pub(crate) fn checkin<T>(&self, warm: Warm, result: wasmtime::Result<T>) -> Result<T, Fault> {
+        match result {
+            Ok(value) => {
+                self.pool.lock().push(warm);
+                Ok(value)
+            }
+            Err(err) => {
+                let fault = Fault::classify(&err);
+                tracing::warn!(
+                    plugin = &*self.name,
+                    fault = fault.as_str(),
+                    error = %format!("{err:#}"),
+                    "plugin call failed; the instance is discarded"
+                );
+                Err(fault)
+            }
+        }
+    }
+
+    pub fn implements(&self, callback: Callback) -> bool {
+        self.callbacks.contains(&callback)
+    }
+}
+
+/// `spam_filter` from `path/to/spam_filter.wasm`.
+fn plugin_name(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
