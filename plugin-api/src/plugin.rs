@@ -53,8 +53,9 @@ impl Fault {
         if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
             return Self::Timeout;
         }
-        // StoreLimits turns a refused memory growth into this error.
-        if format!("{err:#}").contains("memory") && format!("{err:#}").contains("limit") {
+        // StoreLimits (with `trap_on_grow_failure`) turns a memory growth
+        // past the cap into this trap.
+        if format!("{err:?}").contains("when growing memory") {
             return Self::OutOfMemory;
         }
         Self::Trap
@@ -114,6 +115,8 @@ pub struct Plugin {
     pub limits: Limits,
     pub on_error: OnError,
     pub callbacks: HashSet<Callback>,
+    /// The operator's `config:`, handed to every new instance's `init`.
+    config_json: String,
     runtime: Arc<Runtime>,
     pre: PluginPre<InstanceState>,
     pool: Mutex<Vec<Warm>>,
@@ -149,7 +152,13 @@ impl Plugin {
             .map_err(|e| fail(format!("does not implement myelin:plugin@0.1.0: {e:#}")))?;
 
         let name: Arc<str> = plugin_name(&path).into();
+        let config_json = serde_json::to_string(&match &config.config {
+            serde_json::Value::Null => serde_json::json!({}),
+            other => other.clone(),
+        })
+        .expect("JSON values serialize");
         let mut plugin = Self {
+            config_json,
             name,
             path: path.clone(),
             limits: config.limits,
@@ -159,30 +168,22 @@ impl Plugin {
             pre,
             pool: Mutex::new(Vec::new()),
         };
-        let config_json = serde_json::to_string(&match &config.config {
-            serde_json::Value::Null => serde_json::json!({}),
-            other => other.clone(),
-        })
-        .expect("JSON values serialize");
         let init_failed = |fault: Fault| fail(format!("its init failed ({})", fault.as_str()));
-        let mut warm = plugin.checkout().await.map_err(init_failed)?;
-        let result = warm
-            .bindings
-            .myelin_plugin_lifecycle()
-            .call_init(&mut warm.store, &config_json)
-            .await;
-        let registered = plugin
-            .checkin(warm, result)
-            .map_err(init_failed)?
+        let (warm, registered) = plugin.instantiate().await.map_err(|err| {
+            tracing::warn!(plugin = &*plugin.name, error = %format!("{err:#}"), "plugin init failed");
+            init_failed(Fault::classify(&err))
+        })?;
+        let registered = registered
             .map_err(|message| fail(format!("it refused its configuration: {message}")))?;
         plugin.callbacks = registered.into_iter().collect();
+        plugin.pool.lock().push(warm);
         Ok(plugin)
     }
 
-    async fn instance(&self) -> wasmtime::Result<Warm> {
-        if let Some(warm) = self.pool.lock().pop() {
-            return Ok(warm);
-        }
+    /// A new instance, initialized with the operator's configuration. Each
+    /// instance has its own memory, so each gets `init` before its first
+    /// call; the answer is the callbacks it registered.
+    async fn instantiate(&self) -> wasmtime::Result<(Warm, Result<Vec<Callback>, String>)> {
         let state = InstanceState {
             plugin: self.name.clone(),
             wasi: WasiCtx::builder().build(),
@@ -195,13 +196,34 @@ impl Plugin {
         let mut store = Store::new(&self.runtime.engine, state);
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_trap();
+        // Instantiation and init run guest code too, under the same deadline.
+        store.set_epoch_deadline(self.deadline_ticks());
         let bindings = self.pre.instantiate_async(&mut store).await?;
-        Ok(Warm { store, bindings })
+        let registered = bindings
+            .myelin_plugin_lifecycle()
+            .call_init(&mut store, &self.config_json)
+            .await?;
+        Ok((Warm { store, bindings }, registered))
+    }
+
+    async fn instance(&self) -> wasmtime::Result<Warm> {
+        if let Some(warm) = self.pool.lock().pop() {
+            return Ok(warm);
+        }
+        let (warm, registered) = self.instantiate().await?;
+        // An instance that answers init differently from the first one is
+        // not one the host can rely on.
+        match registered {
+            Ok(callbacks) if callbacks.iter().all(|c| self.callbacks.contains(c)) => Ok(warm),
+            _ => Err(wasmtime::Error::msg(
+                "a new instance answered init differently",
+            )),
+        }
     }
 
     /// A warm instance with the plugin's deadline set, for one call.
     pub(crate) async fn checkout(&self) -> Result<Warm, Fault> {
-        let ticks = (self.limits.timeout().as_micros() / EPOCH_TICK.as_micros()).max(1) as u64;
+        let ticks = self.deadline_ticks();
         let mut warm = self.instance().await.map_err(|err| {
             tracing::warn!(plugin = &*self.name, error = %format!("{err:#}"), "plugin instantiation failed");
             Fault::classify(&err)
@@ -229,6 +251,10 @@ impl Plugin {
                 Err(fault)
             }
         }
+    }
+
+    fn deadline_ticks(&self) -> u64 {
+        (self.limits.timeout().as_micros() / EPOCH_TICK.as_micros()).max(1) as u64
     }
 
     pub fn implements(&self, callback: Callback) -> bool {

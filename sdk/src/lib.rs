@@ -1,1 +1,410 @@
+//! Write Myelin plugins in Rust.
+//!
+//! A Myelin plugin is a WebAssembly component (WASI 0.2) targeting the world
+//! `plugin` of the WIT package `myelin:plugin@0.1.0` (`wit/plugin.wit` in the
+//! Myelin repository). This crate wraps the bindings `wit-bindgen` generates
+//! for that world in plain Rust traits:
+//!
+//! * [`Plugin`]: `init`, called once with the operator's configuration; it
+//!   answers with the [`Callback`]s the plugin implements. The server only
+//!   ever calls those.
+//! * [`SpamChecker`]: one method per spam-checker callback, each with a
+//!   default that lets the action through (`not-spam`, `allow` or `false`).
+//!   Override the ones your plugin lists in `init`.
+//! * [`export_plugin!`]: exports a type implementing both traits as the
+//!   component's `lifecycle` and `spam-checker` interfaces.
+//!
+//! The host's imports are wrapped too: [`log`] writes to the server's log.
+//!
+//! # Example
+//!
+//! `Cargo.toml`:
+//!
+//! ```toml
+//! [lib]
+//! crate-type = ["cdylib"]
+//!
+//! [dependencies]
+//! myelin-sdk = { path = "../sdk" }
+//! ```
+//!
+//! `src/lib.rs`:
+//!
+//! ```no_run
+//! use std::sync::OnceLock;
+//!
+//! use myelin_sdk::{Callback, Event, Plugin, SpamChecker, SpamVerdict, log};
+//!
+//! static BANNED: OnceLock<String> = OnceLock::new();
+//!
+//! struct NoWord;
+//!
+//! impl Plugin for NoWord {
+//!     fn init(config: &str) -> Result<Vec<Callback>, String> {
+//!         let config = myelin_sdk::parse_config::<myelin_sdk::serde_json::Value>(config)?;
+//!         let word = config["word"].as_str().ok_or("`word` is required")?;
+//!         BANNED.get_or_init(|| word.to_owned());
+//!         Ok(vec![Callback::CheckEventForSpam])
+//!     }
+//! }
+//!
+//! impl SpamChecker for NoWord {
+//!     fn check_event_for_spam(event: &Event) -> SpamVerdict {
+//!         let Some(banned) = BANNED.get() else {
+//!             return SpamVerdict::NotSpam;
+//!         };
+//!         match event.content_json()["body"].as_str() {
+//!             Some(body) if body.contains(banned.as_str()) => {
+//!                 log::info(format!("rejecting {} from {}", event.event_id, event.sender));
+//!                 SpamVerdict::forbidden(format!("the word {banned:?} is not allowed"))
+//!             }
+//!             _ => SpamVerdict::NotSpam,
+//!         }
+//!     }
+//! }
+//!
+//! myelin_sdk::export_plugin!(NoWord);
+//! ```
+//!
+//! Build it with `cargo build --release --target wasm32-wasip2`: the
+//! `.wasm` file in `target/wasm32-wasip2/release/` is the component.
+//!
+//! # State
+//!
+//! The callbacks are associated functions, as in the WIT world: a plugin
+//! keeps what `init` parsed in a `static` (`OnceLock`, or a `thread_local!`
+//! `RefCell` when it changes). Each plugin instance has its own memory, so
+//! this state is per instance.
+//!
+//! # Native builds
+//!
+//! The crate also compiles for the host target, so a plugin's logic can be
+//! unit-tested natively; there [`log`] writes to stderr instead of calling
+//! the host.
+//!
+//! The dependency must be named `myelin_sdk` (the default for the package
+//! `myelin-sdk`): the generated export code refers to it by that name.
 
+use std::marker::PhantomData;
+
+extern crate self as myelin_sdk;
+
+/// The raw bindings `wit-bindgen` generates for the world `plugin`. Prefer
+/// the re-exports and traits at the crate root.
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "plugin",
+        path: "../wit",
+        pub_export_macro: true,
+        export_macro_name: "export_world",
+        default_bindings_module: "myelin_sdk::bindings",
+        runtime_path: "myelin_sdk::__private::wit_bindgen::rt",
+        additional_derives: [PartialEq, Eq],
+    });
+}
+
+pub use bindings::myelin::plugin::types::{
+    Callback, Event, LogLevel, RegistrationVerdict, Rejection, SpamVerdict, UserProfile,
+};
+pub use serde_json;
+
+/// Loading: implemented by every plugin.
+pub trait Plugin {
+    /// Called once per plugin instance, before any other callback, with the
+    /// operator's `config:` as JSON text (`{}` when there is none).
+    ///
+    /// Returns the callbacks this plugin implements (only those are ever
+    /// called), or a message saying what is wrong with the configuration; the
+    /// server then refuses to start and shows it.
+    fn init(config: &str) -> Result<Vec<Callback>, String>;
+}
+
+/// Spam checks, with Synapse's semantics: the first plugin whose answer is
+/// not `NotSpam` / `Allow` / `false` decides.
+///
+/// Every method has a default that lets the action through; override the
+/// ones [`Plugin::init`] lists.
+pub trait SpamChecker {
+    /// An event a local client (or, with federation, a remote server) sends,
+    /// before it is stored.
+    fn check_event_for_spam(_event: &Event) -> SpamVerdict {
+        SpamVerdict::NotSpam
+    }
+
+    /// A user joining a room; not asked for server admins, nor for the
+    /// creator joining their new room.
+    fn user_may_join_room(_user_id: &str, _room_id: &str, _is_invited: bool) -> SpamVerdict {
+        SpamVerdict::NotSpam
+    }
+
+    /// A user inviting another user.
+    fn user_may_invite(_inviter: &str, _invitee: &str, _room_id: &str) -> SpamVerdict {
+        SpamVerdict::NotSpam
+    }
+
+    /// A user inviting a third-party identifier (`medium` is e.g. `email`).
+    fn user_may_send_threepid_invite(
+        _inviter: &str,
+        _medium: &str,
+        _address: &str,
+        _room_id: &str,
+    ) -> SpamVerdict {
+        SpamVerdict::NotSpam
+    }
+
+    /// A user creating a room; `request` is the `createRoom` body as JSON.
+    fn user_may_create_room(_user_id: &str, _request: &str) -> SpamVerdict {
+        SpamVerdict::NotSpam
+    }
+
+    /// A user mapping an alias to a room.
+    fn user_may_create_room_alias(_user_id: &str, _room_alias: &str) -> SpamVerdict {
+        SpamVerdict::NotSpam
+    }
+
+    /// A user publishing a room in the public room directory.
+    fn user_may_publish_room(_user_id: &str, _room_id: &str) -> SpamVerdict {
+        SpamVerdict::NotSpam
+    }
+
+    /// Whether to leave a user out of user directory results (`true` hides).
+    fn check_username_for_spam(_profile: &UserProfile) -> bool {
+        false
+    }
+
+    /// A registration. `username` is `None` when the server picks one;
+    /// `request_info` lists the (user agent, IP address) pairs seen.
+    fn check_registration_for_spam(
+        _email: Option<&str>,
+        _username: Option<&str>,
+        _request_info: &[(String, String)],
+        _auth_provider_id: Option<&str>,
+    ) -> RegistrationVerdict {
+        RegistrationVerdict::Allow
+    }
+
+    /// An uploaded file: its first bytes (at most 1 MiB), its content type
+    /// and total length.
+    fn check_media_file_for_spam(
+        _prefix: &[u8],
+        _content_type: Option<&str>,
+        _length: u64,
+    ) -> SpamVerdict {
+        SpamVerdict::NotSpam
+    }
+
+    /// Whether to silently drop an event a remote server sends (`true` drops
+    /// it).
+    fn should_drop_federated_event(_event: &Event) -> bool {
+        false
+    }
+}
+
+/// Exports a type implementing [`Plugin`] and [`SpamChecker`] as this
+/// component's `lifecycle` and `spam-checker` interfaces. Use it once, in a
+/// `cdylib` crate:
+///
+/// ```ignore
+/// myelin_sdk::export_plugin!(MyPlugin);
+/// ```
+#[macro_export]
+macro_rules! export_plugin {
+    ($ty:ty) => {
+        const _: () = {
+            type MyelinPluginExport = $crate::__private::Adapter<$ty>;
+    $crate::bindings::export_world!(MyelinPluginExport with_types_in $crate::bindings);
+        };
+    };
+}
+
+/// Parses the JSON configuration [`Plugin::init`] receives into `T`, with an
+/// error message suitable for `init`'s `Err`.
+pub fn parse_config<T: serde::de::DeserializeOwned>(config: &str) -> Result<T, String> {
+    serde_json::from_str(config).map_err(|e| format!("invalid configuration: {e}"))
+}
+
+impl Event {
+    /// The content, parsed; `Value::Null` if it is not valid JSON (the
+    /// server always sends valid JSON).
+    pub fn content_json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.content).unwrap_or_default()
+    }
+
+    /// The `unsigned` data, parsed, if present and valid JSON.
+    pub fn unsigned_json(&self) -> Option<serde_json::Value> {
+        serde_json::from_str(self.unsigned.as_deref()?).ok()
+    }
+}
+
+impl Rejection {
+    /// A rejection with a Matrix error code (e.g. `M_FORBIDDEN`) and a
+    /// message shown to the user.
+    pub fn new(errcode: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            errcode: errcode.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl SpamVerdict {
+    /// Refuses the action with this Matrix error code and message.
+    pub fn reject(errcode: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Reject(Rejection::new(errcode, message))
+    }
+
+    /// Refuses the action with `M_FORBIDDEN` and this message.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::reject("M_FORBIDDEN", message)
+    }
+
+    /// Whether this verdict refuses the action.
+    pub fn is_reject(&self) -> bool {
+        matches!(self, Self::Reject(_))
+    }
+}
+
+impl RegistrationVerdict {
+    /// Refuses the registration with this Matrix error code and message.
+    pub fn deny(errcode: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Deny(Rejection::new(errcode, message))
+    }
+
+    /// Refuses the registration with `M_FORBIDDEN` and this message.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::deny("M_FORBIDDEN", message)
+    }
+}
+
+/// Writing to the server's log; each line is tagged with the plugin's name.
+///
+/// Outside WebAssembly (native unit tests) lines go to stderr.
+pub mod log {
+    use super::LogLevel;
+
+    /// Writes `message` at `level`.
+    pub fn log(level: LogLevel, message: impl AsRef<str>) {
+        #[cfg(target_arch = "wasm32")]
+        crate::bindings::myelin::plugin::host::log(level, message.as_ref());
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let level = match level {
+                LogLevel::Trace => "TRACE",
+                LogLevel::Debug => "DEBUG",
+                LogLevel::Info => "INFO",
+                LogLevel::Warn => "WARN",
+                LogLevel::Error => "ERROR",
+            };
+            eprintln!("{level} {}", message.as_ref());
+        }
+    }
+
+    /// Writes `message` at level `trace`.
+    pub fn trace(message: impl AsRef<str>) {
+        log(LogLevel::Trace, message)
+    }
+
+    /// Writes `message` at level `debug`.
+    pub fn debug(message: impl AsRef<str>) {
+        log(LogLevel::Debug, message)
+    }
+
+    /// Writes `message` at level `info`.
+    pub fn info(message: impl AsRef<str>) {
+        log(LogLevel::Info, message)
+    }
+
+    /// Writes `message` at level `warn`.
+    pub fn warn(message: impl AsRef<str>) {
+        log(LogLevel::Warn, message)
+    }
+
+    /// Writes `message` at level `error`.
+    pub fn error(message: impl AsRef<str>) {
+        log(LogLevel::Error, message)
+    }
+}
+
+/// Support for [`export_plugin!`]; not a public API.
+#[doc(hidden)]
+pub mod __private {
+    use super::*;
+    use crate::bindings::exports::myelin::plugin::{lifecycle, spam_checker};
+
+    pub use wit_bindgen;
+
+    /// Implements the generated `Guest` traits for any `T: Plugin +
+    /// SpamChecker` by delegating.
+    pub struct Adapter<T>(PhantomData<T>);
+
+    impl<T: Plugin> lifecycle::Guest for Adapter<T> {
+        fn init(config: String) -> Result<Vec<Callback>, String> {
+            T::init(&config)
+        }
+    }
+
+    impl<T: SpamChecker> spam_checker::Guest for Adapter<T> {
+        fn check_event_for_spam(event: Event) -> SpamVerdict {
+            T::check_event_for_spam(&event)
+        }
+
+        fn user_may_join_room(user_id: String, room_id: String, is_invited: bool) -> SpamVerdict {
+            T::user_may_join_room(&user_id, &room_id, is_invited)
+        }
+
+        fn user_may_invite(inviter: String, invitee: String, room_id: String) -> SpamVerdict {
+            T::user_may_invite(&inviter, &invitee, &room_id)
+        }
+
+        fn user_may_send_threepid_invite(
+            inviter: String,
+            medium: String,
+            address: String,
+            room_id: String,
+        ) -> SpamVerdict {
+            T::user_may_send_threepid_invite(&inviter, &medium, &address, &room_id)
+        }
+
+        fn user_may_create_room(user_id: String, request: String) -> SpamVerdict {
+            T::user_may_create_room(&user_id, &request)
+        }
+
+        fn user_may_create_room_alias(user_id: String, room_alias: String) -> SpamVerdict {
+            T::user_may_create_room_alias(&user_id, &room_alias)
+        }
+
+        fn user_may_publish_room(user_id: String, room_id: String) -> SpamVerdict {
+            T::user_may_publish_room(&user_id, &room_id)
+        }
+
+        fn check_username_for_spam(profile: UserProfile) -> bool {
+            T::check_username_for_spam(&profile)
+        }
+
+        fn check_registration_for_spam(
+            email: Option<String>,
+            username: Option<String>,
+            request_info: Vec<(String, String)>,
+            auth_provider_id: Option<String>,
+        ) -> RegistrationVerdict {
+            T::check_registration_for_spam(
+                email.as_deref(),
+                username.as_deref(),
+                &request_info,
+                auth_provider_id.as_deref(),
+            )
+        }
+
+        fn check_media_file_for_spam(
+            prefix: Vec<u8>,
+            content_type: Option<String>,
+            length: u64,
+        ) -> SpamVerdict {
+            T::check_media_file_for_spam(&prefix, content_type.as_deref(), length)
+        }
+
+        fn should_drop_federated_event(event: Event) -> bool {
+            T::should_drop_federated_event(&event)
+        }
+    }
+}

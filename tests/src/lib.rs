@@ -6,6 +6,7 @@
 //! database.
 
 use std::{
+    collections::BTreeSet,
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -63,6 +64,68 @@ pub fn myelin_binary() -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// Builds the test plugin `package` (a crate under `tests/plugins/`) for
+/// `wasm32-wasip2`, once per test process, and returns its component.
+pub fn plugin_wasm(package: &str) -> PathBuf {
+    static BUILT: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    // A target directory of its own: the `cargo test` that runs us may still
+    // hold the lock on the main one.
+    let target = root
+        .join(std::env::var_os("CARGO_TARGET_DIR").unwrap_or("target".into()))
+        .join("plugins");
+    let wasm = target
+        .join("wasm32-wasip2/release")
+        .join(format!("{}.wasm", package.replace('-', "_")));
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !built.contains(package) {
+        let output = Command::new(std::env::var_os("CARGO").unwrap_or("cargo".into()))
+            .args(["build", "--release", "-p", package])
+            .args(["--target", "wasm32-wasip2"])
+            .env("CARGO_TARGET_DIR", &target)
+            .current_dir(root)
+            .output()
+            .expect("run cargo");
+        assert!(
+            output.status.success(),
+            "building plugin {package} failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        built.insert(package.to_owned());
+    }
+    wasm
+}
+
+/// Starts the binary on `config` (plus a scratch data directory) and waits
+/// up to `patience` for it to exit: `(exited, stderr)`. A valid
+/// configuration keeps serving and is killed after the wait.
+pub fn try_start(config: &str, patience: Duration) -> (bool, String) {
+    let dir = ScratchDir::new();
+    let path = dir.0.join("homeserver.yaml");
+    std::fs::write(
+        &path,
+        format!("data_directory: \"{}/data\"\n{config}", dir.0.display()),
+    )
+    .unwrap();
+    let mut child = Command::new(myelin_binary())
+        .arg("-c")
+        .arg(&path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while started.elapsed() < patience && child.try_wait().unwrap().is_none() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let exited = child.try_wait().unwrap().is_some();
+    if !exited {
+        child.kill().unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    (exited, String::from_utf8_lossy(&output.stderr).into_owned())
 }
 
 /// A unique scratch directory, removed on drop.

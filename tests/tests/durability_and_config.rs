@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use myelin_tests::{Backend, ScratchDir, TestServer, myelin_binary, on_both_backends};
+use myelin_tests::{Backend, ScratchDir, TestServer, myelin_binary, on_both_backends, try_start};
 
 on_both_backends! {
     users_survive_sigkill => users_survive_sigkill,
@@ -35,33 +35,7 @@ async fn users_survive_sigkill(backend: Backend) {
 }
 
 fn start_with(config: &str) -> (bool, String) {
-    let dir = ScratchDir::new();
-    let path = dir.0.join("homeserver.yaml");
-    std::fs::write(
-        &path,
-        format!("data_directory: \"{}/data\"\n{config}", dir.0.display()),
-    )
-    .unwrap();
-    let mut child = Command::new(myelin_binary())
-        .arg("-c")
-        .arg(&path)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // A valid config starts serving; an invalid one exits at once.
-    for _ in 0..100 {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let exited = child.try_wait().unwrap().is_some();
-    if !exited {
-        child.kill().unwrap();
-    }
-    let output = child.wait_with_output().unwrap();
-    (exited, String::from_utf8_lossy(&output.stderr).into_owned())
+    try_start(config, std::time::Duration::from_secs(2))
 }
 
 #[test]

@@ -1,0 +1,327 @@
+//! Plugins through the real binary: spam-checker callbacks answered by real
+//! components built from source in this test run (`tests/plugins/`), and
+//! faulty plugins that trap, loop, allocate without bound or refuse their
+//! configuration — the server keeps serving and the failure policy decides.
+
+use std::time::Duration;
+
+use myelin_tests::{Backend, SERVER_NAME, TestServer, assert_error, plugin_wasm, try_start};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "correct horse battery";
+
+fn module(package: &str, config: Value, extra: &str) -> String {
+    format!(
+        "  - module: \"{}\"\n    config: {config}\n{extra}",
+        plugin_wasm(package).display()
+    )
+}
+
+async fn server_with(modules: &[String], extra: &str) -> TestServer {
+    TestServer::start(
+        Backend::Sqlite,
+        &format!("modules:\n{}{extra}", modules.concat()),
+    )
+    .await
+}
+
+async fn create_room(server: &TestServer, token: &str, body: Value) -> (u16, Value) {
+    let (status, body) = server
+        .post("/_matrix/client/v3/createRoom", Some(token), body)
+        .await;
+    (status.as_u16(), body)
+}
+
+async fn send(
+    server: &TestServer,
+    token: &str,
+    room: &str,
+    txn: &str,
+    text: &str,
+) -> (reqwest::StatusCode, Value) {
+    server
+        .request(
+            Method::PUT,
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}"),
+            Some(token),
+            Some(json!({ "msgtype": "m.text", "body": text })),
+        )
+        .await
+}
+
+async fn bodies(server: &TestServer, token: &str, room: &str) -> Vec<String> {
+    let (_, page) = server
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=100"),
+            Some(token),
+        )
+        .await;
+    let mut bodies: Vec<String> = page["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+        .collect();
+    bodies.reverse();
+    bodies
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spam_checks_refuse_with_the_plugins_error_and_store_nothing() {
+    let spam = module(
+        "test-spam",
+        json!({ "banned_words": ["viagra"], "errcode": "M_CUSTOM_SPAM", "deny_room_creators": [format!("@mallory:{SERVER_NAME}")], "deny_invites_from": [], "deny_joins_to": [] }),
+        "",
+    );
+    let server = server_with(&[spam], "").await;
+    let (_, alice) = server.register_user("alice", PASSWORD, false).await;
+    let (_, mallory) = server.register_user("mallory", PASSWORD, false).await;
+
+    let (status, room) = create_room(&server, &alice, json!({})).await;
+    assert_eq!(status, 200, "{room}");
+    let room = room["room_id"].as_str().unwrap();
+    let ok = send(&server, &alice, room, "1", "hello").await;
+    assert_eq!(ok.0, 200, "{}", ok.1);
+    let refused = send(&server, &alice, room, "2", "cheap VIAGRA here").await;
+    assert_error(&refused, 403, "M_CUSTOM_SPAM");
+    assert!(
+        refused.1["error"].as_str().unwrap().contains("viagra"),
+        "{}",
+        refused.1
+    );
+    // Nothing of the refused event was stored, and the room goes on.
+    assert_eq!(bodies(&server, &alice, room).await, ["hello"]);
+    let after = send(&server, &alice, room, "3", "still here").await;
+    assert_eq!(after.0, 200);
+    assert_eq!(bodies(&server, &alice, room).await, ["hello", "still here"]);
+
+    // user_may_create_room.
+    let (status, body) = create_room(&server, &mallory, json!({})).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["errcode"], "M_FORBIDDEN");
+    // The plugin logged through the host, tagged with its name.
+    assert!(server.logs().contains("test_spam"), "{}", server.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_are_asked_in_order_and_the_first_refusal_wins() {
+    let first = module(
+        "test-spam",
+        json!({ "banned_words": ["alpha"], "errcode": "M_FIRST" }),
+        "",
+    );
+    let second = module(
+        "test-spam",
+        json!({ "banned_words": ["alpha", "beta"], "errcode": "M_SECOND" }),
+        "",
+    );
+    let server = server_with(&[first, second], "").await;
+    let (_, alice) = server.register_user("alice", PASSWORD, false).await;
+    let (_, room) = create_room(&server, &alice, json!({})).await;
+    let room = room["room_id"].as_str().unwrap();
+    assert_error(
+        &send(&server, &alice, room, "1", "alpha").await,
+        403,
+        "M_FIRST",
+    );
+    assert_error(
+        &send(&server, &alice, room, "2", "beta").await,
+        403,
+        "M_SECOND",
+    );
+    assert_eq!(send(&server, &alice, room, "3", "gamma").await.0, 200);
+}
+
+async fn fault_scenario(mode: &str, on_error: &str) -> (TestServer, String, String) {
+    let faulty = module(
+        "test-faults",
+        json!({ "mode": mode }),
+        &format!("    on_error: {on_error}\n    limits: {{memory_mib: 16, timeout_ms: 50}}\n"),
+    );
+    let server = server_with(&[faulty], "").await;
+    let (_, alice) = server.register_user("alice", PASSWORD, false).await;
+    let (_, room) = create_room(&server, &alice, json!({})).await;
+    let room = room["room_id"].as_str().unwrap().to_owned();
+    (server, alice, room)
+}
+
+/// Whatever the fault, with `on_error: deny` the event is refused and not
+/// stored, the fault is logged, and the server goes on serving.
+async fn faulty_plugin_is_contained(mode: &str, logged: &str) {
+    let (server, alice, room) = fault_scenario(mode, "deny").await;
+    for attempt in 0..3 {
+        let refused = send(&server, &alice, &room, &format!("t{attempt}"), "hello").await;
+        assert_error(&refused, 403, "M_FORBIDDEN");
+    }
+    assert!(bodies(&server, &alice, &room).await.is_empty());
+    let (status, _) = server
+        .get("/_matrix/client/v3/account/whoami", Some(&alice))
+        .await;
+    assert_eq!(status, 200);
+    let logs = server.logs();
+    assert!(logs.contains(logged), "no {logged:?} in:\n{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trapping_plugin_is_contained() {
+    faulty_plugin_is_contained("trap", "fault=\"trap\"").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_looping_plugin_times_out() {
+    faulty_plugin_is_contained("loop", "fault=\"timeout\"").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_exhausting_its_memory_is_contained() {
+    faulty_plugin_is_contained("alloc", "fault=\"out-of-memory\"").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_error_allow_lets_the_action_through() {
+    let (server, alice, room) = fault_scenario("trap", "allow").await;
+    let sent = send(&server, &alice, &room, "1", "hello").await;
+    assert_eq!(sent.0, 200, "{}", sent.1);
+    assert_eq!(bodies(&server, &alice, &room).await, ["hello"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_checks_deny_and_shadow_ban() {
+    let spam = module("test-spam", json!({}), "");
+    let server = server_with(
+        &[spam],
+        "enable_registration: true\nenable_registration_without_verification: true\n",
+    )
+    .await;
+    let register = async |username: &str| {
+        let first = server
+            .post(
+                "/_matrix/client/v3/register",
+                None,
+                json!({ "username": username, "password": PASSWORD }),
+            )
+            .await;
+        let session = first.1["session"].as_str().unwrap_or_default().to_owned();
+        server
+            .post(
+                "/_matrix/client/v3/register",
+                None,
+                json!({ "username": username, "password": PASSWORD, "auth": { "type": "m.login.dummy", "session": session } }),
+            )
+            .await
+    };
+    assert_error(&register("badguy").await, 403, "M_FORBIDDEN");
+    let (status, good) = register("goodguy").await;
+    assert_eq!(status, 200, "{good}");
+    let (status, shadow) = register("shadowy").await;
+    assert_eq!(status, 200, "{shadow}");
+
+    // The shadow-banned user hears success, but nobody sees the message.
+    let good_token = good["access_token"].as_str().unwrap();
+    let shadow_token = shadow["access_token"].as_str().unwrap();
+    let (_, room) = create_room(&server, good_token, json!({ "preset": "public_chat" })).await;
+    let room = room["room_id"].as_str().unwrap();
+    let (status, _) = server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/join"),
+            Some(shadow_token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let sent = send(&server, shadow_token, room, "1", "buy now").await;
+    assert_eq!(sent.0, 200);
+    assert!(sent.1["event_id"].as_str().unwrap().starts_with('$'));
+    assert!(bodies(&server, good_token, room).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_directory_hides_users_a_plugin_calls_spammy() {
+    let spam = module("test-spam", json!({}), "");
+    let server = server_with(&[spam], "").await;
+    let (_, alice) = server.register_user("alice", PASSWORD, false).await;
+    let (_, spammer) = server.register_user("spammer1", PASSWORD, false).await;
+    let (_, friend) = server.register_user("spamfriend", PASSWORD, false).await;
+    let (_, room) = create_room(&server, &alice, json!({ "preset": "public_chat" })).await;
+    let room = room["room_id"].as_str().unwrap();
+    for token in [&spammer, &friend] {
+        let (status, _) = server
+            .post(
+                &format!("/_matrix/client/v3/rooms/{room}/join"),
+                Some(token),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    let (_, found) = server
+        .post(
+            "/_matrix/client/v3/user_directory/search",
+            Some(&alice),
+            json!({ "search_term": "spam" }),
+        )
+        .await;
+    let ids: Vec<&str> = found["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["user_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [format!("@spamfriend:{SERVER_NAME}")], "{found}");
+}
+
+fn refused_start(modules: &str) -> String {
+    let (exited, stderr) = try_start(&format!("modules:\n{modules}"), Duration::from_secs(30));
+    assert!(exited, "the server should refuse to start: {stderr}");
+    stderr
+}
+
+#[test]
+fn bad_plugins_refuse_start_naming_the_file_and_the_problem() {
+    let spam = plugin_wasm("test-spam");
+    let stderr = refused_start(&format!(
+        "  - module: \"{}\"\n    config: {{reject_config: true}}\n",
+        spam.display()
+    ));
+    assert!(
+        stderr.contains("test_spam.wasm") && stderr.contains("reject_config is set"),
+        "{stderr}"
+    );
+
+    let stderr = refused_start(&format!(
+        "  - module: \"{}\"\n    config: {{mode: panic-init}}\n",
+        plugin_wasm("test-faults").display()
+    ));
+    assert!(
+        stderr.contains("test_faults.wasm") && stderr.contains("init failed"),
+        "{stderr}"
+    );
+
+    let dir = myelin_tests::ScratchDir::new();
+    let missing = dir.0.join("missing.wasm");
+    let stderr = refused_start(&format!("  - module: \"{}\"\n", missing.display()));
+    assert!(
+        stderr.contains("missing.wasm") && stderr.contains("cannot read"),
+        "{stderr}"
+    );
+
+    let corrupt = dir.0.join("corrupt.wasm");
+    let mut bytes = std::fs::read(&spam).unwrap();
+    bytes.truncate(bytes.len() / 2);
+    std::fs::write(&corrupt, bytes).unwrap();
+    let stderr = refused_start(&format!("  - module: \"{}\"\n", corrupt.display()));
+    assert!(
+        stderr.contains("corrupt.wasm") && stderr.contains("not a valid component"),
+        "{stderr}"
+    );
+
+    // A core module (the empty one) is not a component.
+    let core = dir.0.join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    let stderr = refused_start(&format!("  - module: \"{}\"\n", core.display()));
+    assert!(
+        stderr.contains("core.wasm") && stderr.contains("not a component"),
+        "{stderr}"
+    );
+}
