@@ -325,3 +325,20 @@ fn bad_plugins_refuse_start_naming_the_file_and_the_problem() {
         "{stderr}"
     );
 }
+
+/// The guide's minimal plugin (`examples/minimal-spam`) works as the guide says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guides_minimal_plugin_works() {
+    let example = module("minimal-spam", json!({ "word": "Durian" }), "");
+    let server = server_with(&[example], "").await;
+    let (_, alice) = server.register_user("alice", PASSWORD, false).await;
+    let (_, room) = create_room(&server, &alice, json!({})).await;
+    let room = room["room_id"].as_str().unwrap();
+    assert_eq!(
+        send(&server, &alice, room, "1", "I like mangoes").await.0,
+        200
+    );
+    let refused = send(&server, &alice, room, "2", "and durian").await;
+    assert_error(&refused, 403, "M_FORBIDDEN");
+    assert_eq!(bodies(&server, &alice, room).await, ["I like mangoes"]);
+}
