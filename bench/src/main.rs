@@ -229,7 +229,7 @@ async fn state_at_phase(client: &reqwest::Client, args: &Args) -> anyhow::Result
     };
     let started = Instant::now();
     let progress = |done: usize| {
-        if done % 1_000 == 0 || done == args.state_events {
+        if done.is_multiple_of(1_000) || done == args.state_events {
             println!(
                 "state-at: setup {done}/{} state events ({:.1} s)",
                 args.state_events,
@@ -316,6 +316,9 @@ struct Report {
     /// Seconds of CPU time over the phase: the server's (if known) and ours.
     server_cpu: Option<f64>,
     own_cpu: Option<f64>,
+    /// Seconds of CPU time the whole machine spent over the phase, to show
+    /// whether other processes competed for the cores.
+    machine_cpu: Option<f64>,
 }
 
 impl std::fmt::Display for Report {
@@ -338,12 +341,18 @@ impl std::fmt::Display for Report {
             let core = |s: f64| 100.0 * s / self.elapsed.as_secs_f64();
             write!(
                 f,
-                "\n          server CPU per {}: {:.3} ms  ({cpu:.2} s, {:.0}% of a core; load generator {:.0}%)",
+                "\n          server CPU per {}: {:.3} ms  ({cpu:.2} s, {:.0}% of a core; load generator {:.0}%",
                 self.unit,
                 cpu * 1e3 / self.requests.max(1) as f64,
                 core(cpu),
                 core(self.own_cpu.unwrap_or(0.0))
             )?;
+            if let Some(machine) = self.machine_cpu {
+                let others = machine - cpu - self.own_cpu.unwrap_or(0.0);
+                write!(f, "; other processes {:.0}%)", core(others.max(0.0)))?;
+            } else {
+                write!(f, ")")?;
+            }
         }
         if let Some(error) = &self.first_error {
             write!(f, "\n          first error: {error}")?;
@@ -360,7 +369,11 @@ where
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)
         .build()?;
-    let cpu_before = (args.server_pid.map(cpu_seconds).transpose()?, own_cpu());
+    let cpu_before = (
+        args.server_pid.map(cpu_seconds).transpose()?,
+        own_cpu(),
+        machine_cpu(),
+    );
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
@@ -390,6 +403,7 @@ where
         unit,
         server_cpu: None,
         own_cpu: None,
+        machine_cpu: None,
     };
     while let Some(result) = workers.join_next().await {
         let (latencies, errors, first_error) = result?;
@@ -404,6 +418,9 @@ where
     if let (Some(before), Some(pid)) = (cpu_before.0, args.server_pid) {
         report.server_cpu = Some(cpu_seconds(pid)? - before);
     }
+    report.machine_cpu = machine_cpu()
+        .zip(cpu_before.2)
+        .map(|(after, before)| after - before);
     report.own_cpu = own_cpu()
         .zip(cpu_before.1)
         .map(|(after, before)| after - before);
@@ -430,6 +447,22 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
 
 fn own_cpu() -> Option<f64> {
     cpu_seconds(std::process::id()).ok()
+}
+
+/// CPU seconds all cores spent busy since boot (`/proc/stat`: every state
+/// but idle and iowait).
+fn machine_cpu() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .map(|n| n.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal (guest is within user).
+    let busy: u64 = ticks.iter().take(8).sum::<u64>() - ticks.get(3)? - ticks.get(4)?;
+    Some(busy as f64 / clock_ticks_per_second())
 }
 
 /// `getconf CLK_TCK`; 100 (Linux's value nearly everywhere) if that fails.

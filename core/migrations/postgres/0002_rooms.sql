@@ -44,6 +44,7 @@ CREATE TABLE events (
 );
 CREATE INDEX events_by_room ON events(room_id, stream_ordering);
 CREATE INDEX events_by_room_ts ON events(room_id, origin_server_ts);
+CREATE INDEX events_by_state_key ON events(room_id, type, state_key);
 
 -- The events with no children yet: the `prev_events` of the next event.
 CREATE TABLE forward_extremities (

@@ -360,6 +360,9 @@ impl Storage {
         Ok(map.remove(&(kind.to_owned(), state_key.to_owned())))
     }
 
+    // `chain CROSS JOIN entries` makes SQLite walk the (at most
+    // SNAPSHOT_INTERVAL) groups first and look each one up by primary key;
+    // with a plain JOIN it may scan every room's entries instead.
     async fn state_at_group_filtered(
         &self,
         group: i64,
@@ -377,9 +380,9 @@ impl Storage {
                  SELECT g.id, g.prev_group, c.distance + 1
                  FROM state_groups g JOIN chain c ON g.id = c.prev
              )
-             SELECT e.type, e.state_key, e.event_id FROM state_group_entries e
-             JOIN chain c ON e.state_group = c.id
-             WHERE 1 = 1 {filter}
+             SELECT e.type, e.state_key, e.event_id
+             FROM chain c CROSS JOIN state_group_entries e
+             WHERE e.state_group = c.id {filter}
              ORDER BY c.distance DESC"
         );
         read!(self, pool => {

@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 
 use myelin_plugin_api::{Callback, Verdict};
 
-use super::room_access::{find_room, serve};
+use super::room_access::{check_room_id, find_room, serve};
 use crate::{
     api::{
         error::{ApiResult, MatrixError},
@@ -121,7 +121,8 @@ pub async fn send_message_event(
     req: Ruma<send_message::Request>,
 ) -> ApiResult<RumaResponse<send_message::Response>> {
     let body = &req.body;
-    find_room(&state, &body.room_id).await?;
+    // The hot path: the room itself is found (or not) under its lock.
+    check_room_id(&body.room_id)?;
     let kind = body.event_type.to_string();
     if kind == "m.room.redaction" {
         return Err(MatrixError::bad_json("Use /redact to redact events"));

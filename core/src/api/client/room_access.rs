@@ -43,18 +43,23 @@ impl From<CreateError> for MatrixError {
     }
 }
 
-/// The room and its version's rules; 404 when this server has no such room.
-/// Every room version Myelin supports has `!opaque:server` room IDs, so
-/// anything else is malformed.
-pub async fn find_room(
-    state: &AppState,
-    room_id: &RoomId,
-) -> ApiResult<(RoomRecord, RoomVersionRules)> {
+/// Every room version Myelin supports has `!opaque:server` room IDs (ruma
+/// also accepts version 12's server-less form), so anything else is malformed.
+pub fn check_room_id(room_id: &RoomId) -> ApiResult<()> {
     if room_id.server_name().is_none() {
         return Err(MatrixError::invalid_param(format!(
             "Malformed room ID {room_id}"
         )));
     }
+    Ok(())
+}
+
+/// The room and its version's rules; 404 when this server has no such room.
+pub async fn find_room(
+    state: &AppState,
+    room_id: &RoomId,
+) -> ApiResult<(RoomRecord, RoomVersionRules)> {
+    check_room_id(room_id)?;
     let room = state
         .storage
         .room(room_id.as_str())
