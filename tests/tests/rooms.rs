@@ -17,6 +17,7 @@ on_both_backends! {
     create_room_applies_name_topic_alias_initial_state_and_overrides => create_room_applies_name_topic_alias_initial_state_and_overrides,
     create_room_invites_and_marks_direct_chats => create_room_invites_and_marks_direct_chats,
     room_versions_decide_the_event_id_format => room_versions_decide_the_event_id_format,
+    version_12_rooms_have_derived_ids_and_privileged_creators => version_12_rooms_have_derived_ids_and_privileged_creators,
     unsupported_room_versions_are_refused => unsupported_room_versions_are_refused,
     invite_join_leave_and_forget => invite_join_leave_and_forget,
     public_rooms_are_joined_by_id_or_alias => public_rooms_are_joined_by_id_or_alias,
@@ -2665,4 +2666,72 @@ async fn acknowledged_messages_survive_sigkill(backend: Backend) {
     let stored = ids(&all_messages(&server, &alice, &room).await);
     assert_eq!(stored.len(), 51);
     assert_eq!(stored.last(), Some(&next));
+}
+
+/// Room version 12: the room ID is the create event's hash, creators
+/// (the sender and `additional_creators`) outrank everyone and may not be
+/// listed in the power levels.
+async fn version_12_rooms_have_derived_ids_and_privileged_creators(backend: Backend) {
+    let server = TestServer::start(backend, "").await;
+    let alice = user(&server, "alice").await;
+    let bob = user(&server, "bob").await;
+    let room = create_room(
+        &server,
+        &alice,
+        json!({"room_version": "12", "preset": "trusted_private_chat", "invite": [bob.id]}),
+    )
+    .await;
+    let hash = room.strip_prefix('!').unwrap();
+    assert_eq!(hash.len(), 43, "{room}");
+    assert!(!room.contains(':'), "no server name: {room}");
+
+    let create = state_content(&server, &alice, &room, "m.room.create", "").await;
+    assert_eq!(create["room_version"], "12");
+    assert_eq!(create["additional_creators"], json!([bob.id]), "{create}");
+    let levels = state_content(&server, &alice, &room, "m.room.power_levels", "").await;
+    assert_eq!(
+        levels["users"],
+        json!({}),
+        "creators are not listed: {levels}"
+    );
+
+    join(&server, &bob, &room).await;
+    let message = send_text(&server, &bob, &room, "hello").await;
+    // A creator may redact anyone's event and set any state.
+    ok(put(
+        &server,
+        &room_path(&room, &format!("redact/{}/r1", enc(&message))),
+        &alice,
+        json!({}),
+    )
+    .await);
+    ok(set_state(
+        &server,
+        &bob,
+        &room,
+        "m.room.name",
+        "",
+        json!({"name": "ours"}),
+    )
+    .await);
+    // Listing a creator in the power levels is refused.
+    let mut with_creator = levels.clone();
+    with_creator["users"] = json!({ alice.id.clone(): 100 });
+    let refused = set_state(
+        &server,
+        &alice,
+        &room,
+        "m.room.power_levels",
+        "",
+        with_creator,
+    )
+    .await;
+    assert_error(&refused, 403, "M_FORBIDDEN");
+
+    // A malformed server-less room ID is still refused.
+    assert_error(
+        &try_join(&server, &bob, "!tooshort").await,
+        400,
+        "M_INVALID_PARAM",
+    );
 }

@@ -11,7 +11,7 @@ use super::{
     power::check_integer_levels,
     versions,
 };
-use crate::storage::{Storage, rooms::RoomRecord};
+use crate::storage::Storage;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Preset {
@@ -48,8 +48,8 @@ pub enum CreateError {
     Storage(#[from] sqlx::Error),
 }
 
-/// A fresh room ID on this server.
-pub fn new_room_id(server: &ServerName) -> OwnedRoomId {
+/// A fresh room ID on this server (room versions 1 to 11).
+fn new_room_id(server: &ServerName) -> OwnedRoomId {
     use rand::{Rng, distributions::Alphanumeric};
     let local: String = rand::thread_rng()
         .sample_iter(&Alphanumeric)
@@ -59,10 +59,14 @@ pub fn new_room_id(server: &ServerName) -> OwnedRoomId {
     RoomId::parse(format!("!{local}:{server}")).expect("generated room IDs are valid")
 }
 
-fn default_power_levels(spec: &RoomSpec) -> Map<String, Value> {
+/// Synapse's defaults. Where creators have unbounded power (version 12)
+/// they must not appear in `users`.
+fn default_power_levels(spec: &RoomSpec, creators_privileged: bool) -> Map<String, Value> {
     let mut users = Map::new();
-    users.insert(spec.creator.to_string(), 100.into());
-    if spec.preset == Preset::TrustedPrivateChat {
+    if !creators_privileged {
+        users.insert(spec.creator.to_string(), 100.into());
+    }
+    if spec.preset == Preset::TrustedPrivateChat && !creators_privileged {
         for invitee in &spec.invite {
             users.insert(invitee.to_string(), 100.into());
         }
@@ -99,20 +103,31 @@ fn default_power_levels(spec: &RoomSpec) -> Map<String, Value> {
 pub async fn create_room(
     rooms: &Rooms,
     storage: &Storage,
-    room_id: OwnedRoomId,
+    server: &ServerName,
     spec: RoomSpec,
 ) -> Result<OwnedRoomId, CreateError> {
     let (_, rules) = versions::supported(&spec.version)
         .ok_or_else(|| CreateError::BadJson("unsupported room version".to_owned()))?;
     let creator = &spec.creator;
+    let creators_privileged = rules.authorization.explicitly_privilege_room_creators;
 
     let mut create_content = spec.creation_content.clone();
     create_content.insert("room_version".into(), spec.version.clone().into());
     if !rules.authorization.use_room_create_sender {
         create_content.insert("creator".into(), creator.as_str().into());
     }
+    if creators_privileged && spec.preset == Preset::TrustedPrivateChat && !spec.invite.is_empty() {
+        // Version 12: trusted invitees are creators rather than users at 100.
+        let mut additional: Vec<Value> = create_content
+            .get("additional_creators")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        additional.extend(spec.invite.iter().map(|u| Value::from(u.as_str())));
+        create_content.insert("additional_creators".into(), additional.into());
+    }
 
-    let mut power_levels = default_power_levels(&spec);
+    let mut power_levels = default_power_levels(&spec, creators_privileged);
     if let Some(overrides) = &spec.power_level_override {
         power_levels.extend(overrides.clone());
     }
@@ -121,8 +136,8 @@ pub async fn create_room(
         check_integer_levels(&power_levels).map_err(CreateError::BadJson)?;
     }
 
+    let create = EventDraft::state("m.room.create", "", Value::Object(create_content));
     let mut drafts = vec![
-        EventDraft::state("m.room.create", "", Value::Object(create_content)),
         EventDraft::state(
             "m.room.member",
             creator.as_str(),
@@ -192,19 +207,23 @@ pub async fn create_room(
         ));
     }
 
-    let record = RoomRecord {
-        room_id: room_id.to_string(),
-        room_version: spec.version.clone(),
-        creator: creator.to_string(),
-        is_public: spec.is_public,
-    };
-    rooms
-        .create(record, async |room| {
-            for draft in &drafts {
-                room.append(creator, draft, None)?;
-            }
-            Ok(())
-        })
+    // Version 12 derives the room ID from the create event.
+    let room_id =
+        (!rules.authorization.room_create_event_id_as_room_id).then(|| new_room_id(server));
+    let (room_id, ()) = rooms
+        .create(
+            &spec.version,
+            room_id,
+            creator,
+            &create,
+            spec.is_public,
+            async |room| {
+                for draft in &drafts {
+                    room.append(creator, draft, None)?;
+                }
+                Ok(())
+            },
+        )
         .await?;
     Ok(room_id)
 }

@@ -197,22 +197,47 @@ impl Rooms {
         outcome
     }
 
-    /// Creates a room: `f` appends its events, starting with `m.room.create`,
-    /// to an empty head. Nothing is written unless all of them are accepted.
+    /// Creates a room: builds and authorizes its `m.room.create` event, then
+    /// `f` appends the rest of its initial events. Nothing is written unless
+    /// all of them are accepted. `room_id` is `None` for room versions whose
+    /// room ID is derived from the create event (12); the ID is returned.
     pub async fn create<T>(
         &self,
-        room: RoomRecord,
+        version: &str,
+        room_id: Option<OwnedRoomId>,
+        creator: &UserId,
+        create: &EventDraft,
+        is_public: bool,
         f: impl AsyncFnOnce(&mut RoomAppender<'_>) -> Result<T, AppendError>,
-    ) -> Result<T, AppendError> {
-        let room_id =
-            RoomId::parse(&room.room_id).map_err(|e| AppendError::Forbidden(e.to_string()))?;
-        let (version, rules) =
-            versions::supported(&room.room_version).ok_or(AppendError::UnknownRoom)?;
+    ) -> Result<(OwnedRoomId, T), AppendError> {
+        let (version_id, rules) = versions::supported(version).ok_or(AppendError::UnknownRoom)?;
+        let create_pdu = Pdu::build(
+            create,
+            creator,
+            Position {
+                room_id: room_id.as_deref(),
+                rules: &rules,
+                prev_events: &[],
+                auth_events: Vec::new(),
+                depth: 1,
+            },
+            &self.signing_key,
+        )?;
+        check_state_independent_auth_rules(&rules.authorization, &create_pdu, |_| None::<&Pdu>)
+            .map_err(AppendError::Forbidden)?;
+        let room_id = create_pdu.room_id.clone();
+        let record = RoomRecord {
+            room_id: room_id.to_string(),
+            room_version: version.to_owned(),
+            creator: creator.to_string(),
+            is_public,
+        };
+
         let lock = self.lock_for(&room_id);
         let mut guard = lock.lock().await;
         let head = guard.insert(RoomHead {
             room_id: room_id.clone(),
-            version,
+            version: version_id,
             rules,
             extremities: Vec::new(),
             state: HashMap::new(),
@@ -221,16 +246,17 @@ impl Rooms {
             poisoned: Arc::default(),
             recent_txns: VecDeque::new(),
         });
-        let mut appender = RoomAppender::new(self, head, Some(room));
+        let mut appender = RoomAppender::new(self, head, Some(record));
+        appender.commit(create_pdu, None);
         let outcome = f(&mut appender).await;
         if outcome.is_err() {
             *guard = None;
-            return outcome;
+            return outcome.map(|value| (room_id, value));
         }
         let pending = appender.submit();
         drop(guard);
         wait_durable(pending).await?;
-        outcome
+        outcome.map(|value| (room_id, value))
     }
 }
 
@@ -325,7 +351,7 @@ impl<'a> RoomAppender<'a> {
             draft,
             sender,
             Position {
-                room_id: &head.room_id,
+                room_id: Some(&head.room_id),
                 rules: &rules,
                 prev_events: &head.extremities,
                 auth_events: auth_events.clone(),
@@ -334,8 +360,15 @@ impl<'a> RoomAppender<'a> {
             &self.rooms.signing_key,
         )?;
 
+        // Version 12 looks up the create event by the room ID, not in
+        // `auth_events`.
+        let create = head.state_event(&StateEventType::RoomCreate, "");
         check_state_independent_auth_rules(&rules.authorization, &pdu, |id| {
-            auth_events.iter().find(|e| e.event_id == *id).copied()
+            auth_events
+                .iter()
+                .copied()
+                .chain(create.map(|c| &**c))
+                .find(|e| e.event_id == *id)
         })
         .map_err(AppendError::Forbidden)?;
         check_state_dependent_auth_rules(&rules.authorization, &pdu, |kind, state_key| {

@@ -26,6 +26,9 @@ pub const MAX_PDU_BYTES: usize = 65_536;
 pub struct Pdu {
     pub event_id: OwnedEventId,
     pub room_id: OwnedRoomId,
+    /// False for a version 12 create event, whose PDU has no `room_id`: its
+    /// room ID is derived from its event ID.
+    pub has_room_id_field: bool,
     pub sender: OwnedUserId,
     pub kind: TimelineEventType,
     pub state_key: Option<String>,
@@ -91,7 +94,9 @@ impl EventDraft {
 
 /// Where a new event goes in its room's graph.
 pub struct Position<'a> {
-    pub room_id: &'a RoomId,
+    /// `None` only for the `m.room.create` event of a room version whose
+    /// room ID is derived from that event (version 12).
+    pub room_id: Option<&'a RoomId>,
     pub rules: &'a RoomVersionRules,
     pub prev_events: &'a [Arc<Pdu>],
     pub auth_events: Vec<&'a Pdu>,
@@ -115,7 +120,9 @@ impl Pdu {
             object.insert(key.to_owned(), value);
             Ok::<_, PduError>(())
         };
-        insert(&mut object, "room_id", position.room_id.as_str().into())?;
+        if let Some(room_id) = position.room_id {
+            insert(&mut object, "room_id", room_id.as_str().into())?;
+        }
         insert(&mut object, "sender", sender.as_str().into())?;
         insert(&mut object, "type", draft.kind.to_string().into())?;
         if let Some(state_key) = &draft.state_key {
@@ -227,7 +234,12 @@ impl Pdu {
             _ => Err(PduError::Invalid(format!("`{name}` is not an integer"))),
         };
         Ok(Self {
-            room_id: RoomId::parse(string("room_id")?).map_err(invalid)?,
+            has_room_id_field: object.contains_key("room_id"),
+            room_id: match object.get("room_id") {
+                Some(_) => RoomId::parse(string("room_id")?).map_err(invalid)?,
+                // Version 12: the create event's ID, with `!` for `$`, is the room ID.
+                None => RoomId::parse(event_id.as_str().replacen('$', "!", 1)).map_err(invalid)?,
+            },
             sender: UserId::parse(string("sender")?).map_err(invalid)?,
             kind: string("type")?.into(),
             state_key: match object.get("state_key") {
@@ -340,7 +352,7 @@ impl ruma::state_res::Event for Pdu {
     }
 
     fn room_id(&self) -> Option<&RoomId> {
-        Some(&self.room_id)
+        self.has_room_id_field.then_some(&*self.room_id)
     }
 
     fn sender(&self) -> &UserId {

@@ -11,19 +11,23 @@ pub struct PowerLevels {
     content: Value,
     /// Without a power-levels event the creator has 100 and state needs 0.
     exists: bool,
-    creator: Option<String>,
+    creators: Vec<String>,
+    /// Room version 12: creators outrank everyone, whatever `users` says.
+    creators_privileged: bool,
 }
 
 impl PowerLevels {
     pub fn of(head: &RoomHead) -> Self {
         let pl = head.state_event(&"m.room.power_levels".into(), "");
-        let creator = head
+        let creators = head
             .state_event(&"m.room.create".into(), "")
-            .map(|create| creator_of(create));
+            .map(|create| creators_of(create))
+            .unwrap_or_default();
         Self {
             content: pl.map(|p| p.content_value()).unwrap_or(Value::Null),
             exists: pl.is_some(),
-            creator,
+            creators,
+            creators_privileged: head.rules.authorization.explicitly_privilege_room_creators,
         }
     }
 
@@ -32,12 +36,12 @@ impl PowerLevels {
     }
 
     pub fn user(&self, user: &UserId) -> i64 {
+        let is_creator = self.creators.iter().any(|c| c == user.as_str());
+        if self.creators_privileged && is_creator {
+            return i64::MAX;
+        }
         if !self.exists {
-            return if self.creator.as_deref() == Some(user.as_str()) {
-                100
-            } else {
-                0
-            };
+            return if is_creator { 100 } else { 0 };
         }
         self.content
             .get("users")
@@ -75,12 +79,25 @@ fn as_int(value: &Value) -> Option<i64> {
         .or_else(|| value.as_str().and_then(|s| s.trim().parse().ok()))
 }
 
-/// The creator of a room: `creator` in the content before room version 11,
-/// the sender since.
-pub fn creator_of(create: &Pdu) -> String {
-    create
-        .content_str("creator")
-        .unwrap_or_else(|| create.sender.to_string())
+/// The creators of a room: `creator` in the content before room version
+/// 11, the sender since, plus `additional_creators` from version 12.
+pub fn creators_of(create: &Pdu) -> Vec<String> {
+    let content = create.content_value();
+    let mut creators = vec![
+        content
+            .get("creator")
+            .and_then(Value::as_str)
+            .map_or_else(|| create.sender.to_string(), str::to_owned),
+    ];
+    if let Some(additional) = content.get("additional_creators").and_then(Value::as_array) {
+        creators.extend(
+            additional
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned),
+        );
+    }
+    creators
 }
 
 /// Room versions 10 and later require power levels to be integers; a

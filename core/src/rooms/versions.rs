@@ -3,8 +3,9 @@
 use ruma::{RoomVersionId, room_version_rules::RoomVersionRules};
 
 /// Every stable room version whose rules ruma's state-res implements.
-/// Version 12 (creator-derived room IDs) is not offered yet.
-pub const SUPPORTED: [&str; 11] = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11"];
+pub const SUPPORTED: [&str; 12] = [
+    "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12",
+];
 
 /// The version and its rules, if Myelin supports it.
 pub fn supported(version: &str) -> Option<(RoomVersionId, RoomVersionRules)> {

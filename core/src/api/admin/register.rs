@@ -189,3 +189,24 @@ pub async fn register_with_shared_secret(
         "device_id": login.device_id,
     })))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonces_are_single_use_and_expire_after_a_minute() {
+        let nonces = Nonces::default();
+        let fresh = nonces.issue();
+        assert!(nonces.take(&fresh));
+        assert!(!nonces.take(&fresh), "a nonce is used once");
+        assert!(!nonces.take("never-issued"));
+
+        let stale = nonces.issue();
+        let issued = Instant::now()
+            .checked_sub(NONCE_LIFETIME + Duration::from_secs(1))
+            .expect("the clock is past one minute");
+        nonces.0.lock().insert(stale.clone(), issued);
+        assert!(!nonces.take(&stale), "a nonce older than 60 s is refused");
+    }
+}

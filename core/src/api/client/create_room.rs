@@ -21,7 +21,7 @@ use crate::{
         ruma::{Ruma, RumaResponse},
     },
     rooms::{
-        create::{Preset, RoomSpec, create_room as create, new_room_id},
+        create::{Preset, RoomSpec, create_room as create},
         versions,
     },
     state::AppState,
@@ -151,13 +151,7 @@ pub async fn create_room(
         invite: body.invite.clone(),
         is_direct: body.is_direct,
     };
-    let room_id = create(
-        &state.rooms,
-        &state.storage,
-        new_room_id(&state.server_name),
-        spec,
-    )
-    .await?;
+    let room_id = create(&state.rooms, &state.storage, &state.server_name, spec).await?;
     if let Some(alias) = alias
         && !state
             .storage

@@ -43,10 +43,16 @@ impl From<CreateError> for MatrixError {
     }
 }
 
-/// Every room version Myelin supports has `!opaque:server` room IDs (ruma
-/// also accepts version 12's server-less form), so anything else is malformed.
+/// Room IDs are `!opaque:server`, or in version 12 `!` and the create
+/// event's reference hash (43 characters of URL-safe base64); ruma accepts
+/// any `!`-prefixed string, so the rest is checked here.
 pub fn check_room_id(room_id: &RoomId) -> ApiResult<()> {
-    if room_id.server_name().is_none() {
+    let hash = room_id.as_str().trim_start_matches('!');
+    let derived = hash.len() == 43
+        && hash
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if room_id.server_name().is_none() && !derived {
         return Err(MatrixError::invalid_param(format!(
             "Malformed room ID {room_id}"
         )));

@@ -13,9 +13,9 @@ use crate::{
         ruma::{Ruma, RumaResponse},
     },
     rooms::{
-        create::{Preset, RoomSpec, create_room, new_room_id},
+        create::{Preset, RoomSpec, create_room},
         pdu::EventDraft,
-        power::PowerLevels,
+        power::{PowerLevels, creators_of},
         versions,
     },
     state::AppState,
@@ -112,6 +112,12 @@ pub async fn upgrade(
     if let Some(room_type) = room_type {
         creation_content.insert("type".into(), room_type);
     }
+    if !req.body.additional_creators.is_empty() {
+        creation_content.insert(
+            "additional_creators".into(),
+            json!(req.body.additional_creators),
+        );
+    }
     let spec = RoomSpec {
         version: new_version,
         creator: user.clone(),
@@ -130,13 +136,7 @@ pub async fn upgrade(
         invite: invited,
         is_direct: false,
     };
-    let new_room = create_room(
-        &state.rooms,
-        &state.storage,
-        new_room_id(&state.server_name),
-        spec,
-    )
-    .await?;
+    let new_room = create_room(&state.rooms, &state.storage, &state.server_name, spec).await?;
 
     // The old room's power levels, and its aliases, now belong to the new one.
     state
@@ -148,7 +148,21 @@ pub async fn upgrade(
         .with_room(&new_room, async |room| {
             if let Some(levels) = &power_levels {
                 let mut levels = levels.clone();
-                levels["users"][user.as_str()] = 100.into();
+                if room
+                    .head
+                    .rules
+                    .authorization
+                    .explicitly_privilege_room_creators
+                {
+                    // Version 12: creators outrank everyone and must not be listed.
+                    let create = room.head.state_event(&"m.room.create".into(), "");
+                    let creators = create.map(|c| creators_of(c)).unwrap_or_default();
+                    if let Some(users) = levels["users"].as_object_mut() {
+                        users.retain(|id, _| !creators.contains(id));
+                    }
+                } else {
+                    levels["users"][user.as_str()] = 100.into();
+                }
                 room.append(
                     &user,
                     &EventDraft::state("m.room.power_levels", "", levels),
