@@ -12,6 +12,7 @@ pub mod filter;
 pub mod membership;
 pub mod pdu;
 pub mod power;
+pub mod resolution;
 pub mod versions;
 pub mod visibility;
 mod writer;
@@ -42,7 +43,7 @@ use crate::{
     federation::signing_key::SigningKey,
     storage::{
         Storage,
-        rooms::{EventWrite, NewStateGroup, RoomRecord, SNAPSHOT_INTERVAL, StateKey},
+        rooms::{EventWrite, NewStateGroup, RoomRecord, SNAPSHOT_INTERVAL, StateKey, StoredEvent},
     },
 };
 
@@ -59,6 +60,9 @@ pub enum AppendError {
     Storage(#[from] sqlx::Error),
     #[error("the event could not be written")]
     WriteFailed,
+    /// The room's forked states could not be resolved.
+    #[error("state resolution failed: {0}")]
+    Resolution(String),
     /// A spam-checking plugin refused the event.
     #[error("refused: {message}")]
     Refused { errcode: String, message: String },
@@ -134,29 +138,30 @@ impl Rooms {
             .ok_or(AppendError::UnknownRoom)?;
         let (version, rules) =
             versions::supported(&room.room_version).ok_or(AppendError::UnknownRoom)?;
-        let ids: Vec<String> = self
-            .storage
-            .current_state_ids(room_id.as_str())
-            .await?
-            .into_values()
-            .collect();
-        let state = self
-            .storage
-            .events(&ids)
-            .await?
-            .into_iter()
-            .filter_map(|e| {
-                let key = (e.pdu.kind.to_string(), e.pdu.state_key.clone()?);
-                Some((key, e.pdu))
-            })
-            .collect();
         let extremities = self.storage.forward_extremities(room_id.as_str()).await?;
-        let state_group = extremities
-            .iter()
-            .map(|e| e.state_group)
-            .max()
-            .unwrap_or_default();
-        let chain_length = self.storage.state_group_chain_length(state_group).await?;
+        let (state, state_group, chain_length) = if extremities.len() > 1 {
+            self.resolve_forks(room_id, &rules, &extremities).await?
+        } else {
+            let ids: Vec<String> = self
+                .storage
+                .current_state_ids(room_id.as_str())
+                .await?
+                .into_values()
+                .collect();
+            let state = self
+                .storage
+                .events(&ids)
+                .await?
+                .into_iter()
+                .filter_map(|e| Some(((e.pdu.kind.to_string(), e.pdu.state_key.clone()?), e.pdu)))
+                .collect();
+            let state_group = extremities
+                .first()
+                .map(|e| e.state_group)
+                .unwrap_or_default();
+            let chain_length = self.storage.state_group_chain_length(state_group).await?;
+            (state, state_group, chain_length)
+        };
         Ok(RoomHead {
             room_id: room_id.to_owned(),
             version,
@@ -168,6 +173,68 @@ impl Rooms {
             poisoned: Arc::default(),
             recent_txns: VecDeque::new(),
         })
+    }
+
+    /// The room has forked (only federation makes forks): resolve the states
+    /// at its forward extremities into one, stored as a snapshot state group
+    /// and as the current state, so the next event extends the resolution.
+    async fn resolve_forks(
+        &self,
+        room_id: &RoomId,
+        rules: &RoomVersionRules,
+        extremities: &[StoredEvent],
+    ) -> Result<(HashMap<StateKey, Arc<Pdu>>, i64, i64), AppendError> {
+        let mut states = Vec::with_capacity(extremities.len());
+        for extremity in extremities {
+            let state = self.storage.state_at_group(extremity.state_group).await?;
+            let state: HashMap<StateKey, OwnedEventId> = state
+                .into_iter()
+                .filter_map(|(key, id)| Some((key, OwnedEventId::try_from(id).ok()?)))
+                .collect();
+            states.push(state);
+        }
+        // The states' events and their whole auth chains.
+        let mut events: HashMap<OwnedEventId, Arc<Pdu>> = HashMap::new();
+        let mut wanted: Vec<String> = states
+            .iter()
+            .flat_map(|s| s.values().map(|id| id.to_string()))
+            .collect();
+        while !wanted.is_empty() {
+            let found = self.storage.events(&wanted).await?;
+            events.extend(
+                found
+                    .iter()
+                    .map(|e| (e.pdu.event_id.clone(), e.pdu.clone())),
+            );
+            wanted = found
+                .iter()
+                .flat_map(|e| &e.pdu.auth_events)
+                .filter(|id| !events.contains_key(*id))
+                .map(|id| id.to_string())
+                .collect();
+            wanted.sort();
+            wanted.dedup();
+        }
+        let resolved =
+            resolution::resolve(rules, &states, &events).map_err(AppendError::Resolution)?;
+        let state: HashMap<StateKey, Arc<Pdu>> = resolved
+            .iter()
+            .filter_map(|(key, id)| Some((key.clone(), events.get(id)?.clone())))
+            .collect();
+        let group = NewStateGroup {
+            id: self.next_state_group.fetch_add(1, Ordering::Relaxed),
+            prev_group: None,
+            chain_length: 0,
+            entries: state
+                .iter()
+                .map(|(key, pdu)| (key.clone(), pdu.event_id.to_string()))
+                .collect(),
+        };
+        let current: Vec<Arc<Pdu>> = state.values().cloned().collect();
+        self.storage
+            .write_resolved_state(room_id.as_str(), &group, &current)
+            .await?;
+        Ok((state, group.id, 0))
     }
 
     /// Runs `f` with the room's head locked (loading it first if needed).

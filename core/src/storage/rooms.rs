@@ -208,6 +208,57 @@ impl Storage {
         })
     }
 
+    /// Stores the resolution of a forked room: a snapshot state group and
+    /// the current state it becomes.
+    pub async fn write_resolved_state(
+        &self,
+        room_id: &str,
+        group: &NewStateGroup,
+        state: &[Arc<Pdu>],
+    ) -> Result<()> {
+        write!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("INSERT INTO state_groups (id, room_id, prev_group, chain_length) VALUES ($1, $2, NULL, 0)")
+                .bind(group.id)
+                .bind(room_id)
+                .execute(&mut *tx)
+                .await?;
+            for ((kind, state_key), event_id) in &group.entries {
+                sqlx::query(
+                    "INSERT INTO state_group_entries (state_group, type, state_key, event_id) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(group.id)
+                .bind(kind)
+                .bind(state_key)
+                .bind(event_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            sqlx::query("DELETE FROM current_state WHERE room_id = $1")
+                .bind(room_id)
+                .execute(&mut *tx)
+                .await?;
+            for pdu in state {
+                let membership = (pdu.kind.to_string() == "m.room.member")
+                    .then(|| pdu.content_str("membership"))
+                    .flatten();
+                sqlx::query(
+                    "INSERT INTO current_state (room_id, type, state_key, event_id, membership)
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(room_id)
+                .bind(pdu.kind.to_string())
+                .bind(&pdu.state_key)
+                .bind(pdu.event_id.as_str())
+                .bind(membership)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
     pub async fn room(&self, room_id: &str) -> Result<Option<RoomRecord>> {
         read!(self, pool => {
             let row = sqlx::query(

@@ -26,6 +26,10 @@ impl From<AppendError> for MatrixError {
             AppendError::Pdu(PduError::Invalid(reason)) => MatrixError::bad_json(reason),
             AppendError::Storage(err) => err.into(),
             AppendError::WriteFailed => MatrixError::internal(),
+            AppendError::Resolution(reason) => {
+                tracing::error!(%reason, "state resolution failed");
+                MatrixError::internal()
+            }
             AppendError::Refused { errcode, message } => {
                 crate::api::plugins::refusal(&errcode, &message)
             }
