@@ -31,11 +31,13 @@ impl Runtime {
     /// plugin's own cap is enforced per store, below this).
     pub fn new(cache_dir: &Path, max_memory_bytes: usize) -> anyhow::Result<Arc<Self>> {
         let mut pooling = PoolingAllocationConfig::default();
+        // Every slot reserves address space (not memory) up front, so the
+        // pool is sized for warm instances of a handful of plugins.
         pooling
-            .total_component_instances(1000)
-            .total_core_instances(1000)
-            .total_memories(1000)
-            .total_tables(1000)
+            .total_component_instances(256)
+            .total_core_instances(256)
+            .total_memories(256)
+            .total_tables(256)
             .max_memory_size(max_memory_bytes);
         let mut config = Config::new();
         config
