@@ -35,7 +35,11 @@ export MYELIN_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres
 # The wasm target, for plugins built from source in the test run.
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
 
+# Plugins are WebAssembly guests: the tests build them for wasm32-wasip2
+# themselves; linked natively, their component export names are not valid
+# symbol names.
+GUESTS=(--exclude test-spam --exclude test-faults --exclude minimal-spam)
 echo "==> building"
-cargo build --workspace --all-targets
+cargo build --workspace "${GUESTS[@]}" --all-targets
 echo "==> testing (SQLite and PostgreSQL)"
-cargo test --workspace -- --test-threads 4
+cargo test --workspace "${GUESTS[@]}" -- --test-threads 4
