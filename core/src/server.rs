@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::Path, sync::Arc};
 
 use anyhow::Context;
 use axum::Extension;
-use myelin_plugin_api::PluginSet;
+use myelin_plugin_api::{HostServices, PluginSet};
 use ruma::OwnedServerName;
 use tokio::net::TcpListener;
 
@@ -43,9 +43,16 @@ pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
 
     let server_name = OwnedServerName::try_from(config.server_name.as_str())?;
     let rooms = Rooms::new(storage.clone(), signing_key.clone()).await?;
-    let plugins = PluginSet::load(&config.data_directory.join("plugin-cache"), &config.modules)
-        .await
-        .map_err(|err| anyhow::anyhow!("modules: {err}"))?;
+    let services = HostServices {
+        kv: Some(Arc::new(storage.clone())),
+    };
+    let plugins = PluginSet::load(
+        &config.data_directory.join("plugin-cache"),
+        &config.modules,
+        services,
+    )
+    .await
+    .map_err(|err| anyhow::anyhow!("modules: {err}"))?;
     Ok(AppState(Arc::new(Services {
         server_name,
         storage,

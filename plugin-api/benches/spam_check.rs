@@ -25,7 +25,7 @@ use std::{
 };
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use myelin_plugin_api::{Event, ModuleConfig, Plugin, PluginSet, Runtime, Verdict};
+use myelin_plugin_api::{Event, HostServices, ModuleConfig, Plugin, PluginSet, Runtime, Verdict};
 use serde_json::json;
 
 /// Builds the test plugin `package` (a crate under `tests/plugins/`) and
@@ -56,6 +56,7 @@ fn module(package: &str, config: serde_json::Value) -> ModuleConfig {
     ModuleConfig {
         module: plugin_wasm(package),
         config,
+        grants: Default::default(),
         limits: Default::default(),
         on_error: Default::default(),
     }
@@ -124,7 +125,11 @@ fn check_event_for_spam(c: &mut Criterion) {
     ] {
         let cache = CacheDir::new(package);
         let set = rt
-            .block_on(PluginSet::load(&cache.0, &[module(package, config)]))
+            .block_on(PluginSet::load(
+                &cache.0,
+                &[module(package, config)],
+                HostServices::default(),
+            ))
             .expect("plugin loads");
         // Not spam: every call goes through the whole plugin and keeps the
         // warm instance.
@@ -159,7 +164,7 @@ fn load(c: &mut Criterion) {
     let cache = CacheDir::new("load");
     let modules = [module("test-faults", json!({ "mode": "ok" }))];
     // The first load compiles the component into the cache.
-    rt.block_on(PluginSet::load(&cache.0, &modules))
+    rt.block_on(PluginSet::load(&cache.0, &modules, HostServices::default()))
         .expect("plugin loads");
     assert_eq!(cache.entries(), 1, "one compiled component in the cache");
 
@@ -171,7 +176,7 @@ fn load(c: &mut Criterion) {
     group.bench_function("plugin_set", |b| {
         b.to_async(&rt).iter_custom(|iters| {
             time_loads(iters, || async {
-                PluginSet::load(cache_dir, modules)
+                PluginSet::load(cache_dir, modules, HostServices::default())
                     .await
                     .expect("plugin loads")
             })
@@ -181,7 +186,7 @@ fn load(c: &mut Criterion) {
     group.bench_function("plugin", |b| {
         b.to_async(&rt).iter_custom(|iters| {
             time_loads(iters, || async {
-                Plugin::load(&runtime, &modules[0])
+                Plugin::load(&runtime, &modules[0], &HostServices::default())
                     .await
                     .expect("plugin loads")
             })

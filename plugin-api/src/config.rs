@@ -15,6 +15,8 @@ pub struct ModuleConfig {
     #[serde(default)]
     pub config: serde_json::Value,
     #[serde(default)]
+    pub grants: Grants,
+    #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
     pub on_error: OnError,
@@ -58,4 +60,24 @@ pub enum OnError {
     Deny,
     /// Let the action through as if the plugin had not been asked.
     Allow,
+}
+
+/// What the operator grants a plugin beyond logging. Nothing by default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grants {
+    /// A key-value store in the homeserver's database.
+    pub kv: Option<KvGrant>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvGrant {
+    /// The most the plugin may store, keys and values together, in KiB.
+    #[serde(default = "default_kv_quota_kib")]
+    pub quota_kib: u64,
+}
+
+fn default_kv_quota_kib() -> u64 {
+    1024
 }

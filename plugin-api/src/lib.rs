@@ -7,6 +7,7 @@
 
 mod bindings;
 pub mod config;
+pub mod grants;
 pub mod plugin;
 pub mod runtime;
 pub mod spam;
@@ -14,8 +15,9 @@ pub mod spam;
 use std::{path::Path, sync::Arc};
 
 pub use self::{
-    bindings::myelin::plugin::types::{Callback, Event, UserProfile},
-    config::{Limits, ModuleConfig, OnError},
+    bindings::myelin::plugin::types::{Callback, Event, LogLevel, UserProfile},
+    config::{Grants, Limits, ModuleConfig, OnError},
+    grants::{BoxFuture, HostServices, KvBackend},
     plugin::{Fault, LoadError, Plugin},
     runtime::Runtime,
     spam::{Registration, Verdict},
@@ -29,7 +31,11 @@ pub struct PluginSet {
 
 impl PluginSet {
     /// Loads every plugin, in order; the first failure stops the load.
-    pub async fn load(cache_dir: &Path, modules: &[ModuleConfig]) -> Result<Self, LoadError> {
+    pub async fn load(
+        cache_dir: &Path,
+        modules: &[ModuleConfig],
+        services: HostServices,
+    ) -> Result<Self, LoadError> {
         if modules.is_empty() {
             return Ok(Self::default());
         }
@@ -44,7 +50,7 @@ impl PluginSet {
         })?;
         let mut plugins = Vec::with_capacity(modules.len());
         for module in modules {
-            let plugin = Plugin::load(&runtime, module).await?;
+            let plugin = Plugin::load(&runtime, module, &services).await?;
             tracing::info!(plugin = &*plugin.name, callbacks = ?plugin.callbacks, "plugin loaded");
             plugins.push(plugin);
         }

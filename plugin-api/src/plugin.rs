@@ -25,6 +25,7 @@ use crate::{
         myelin::plugin::types::{Callback, LogLevel},
     },
     config::{Limits, ModuleConfig, OnError},
+    grants::{Granted, HostServices},
     runtime::{EPOCH_TICK, Runtime},
 };
 
@@ -65,7 +66,8 @@ impl Fault {
 /// What a store holds for one instance: WASI with nothing granted, and the
 /// plugin's memory cap.
 pub struct InstanceState {
-    plugin: Arc<str>,
+    pub(crate) plugin: Arc<str>,
+    pub(crate) granted: Granted,
     wasi: WasiCtx,
     table: ResourceTable,
     limits: StoreLimits,
@@ -82,8 +84,9 @@ impl WasiView for InstanceState {
 
 impl bindings::myelin::plugin::types::Host for InstanceState {}
 
-impl bindings::myelin::plugin::host::Host for InstanceState {
-    async fn log(&mut self, level: LogLevel, message: String) {
+impl InstanceState {
+    /// A log line from the plugin, tagged with its name.
+    pub(crate) fn write_log(&self, level: LogLevel, message: &str) {
         let plugin = &*self.plugin;
         match level {
             LogLevel::Trace => tracing::trace!(target: "myelin::plugin", plugin, "{message}"),
@@ -117,6 +120,7 @@ pub struct Plugin {
     pub callbacks: HashSet<Callback>,
     /// The operator's `config:`, handed to every new instance's `init`.
     config_json: String,
+    granted: Granted,
     runtime: Arc<Runtime>,
     pre: PluginPre<InstanceState>,
     pool: Mutex<Vec<Warm>>,
@@ -124,7 +128,11 @@ pub struct Plugin {
 
 impl Plugin {
     /// Reads, compiles (or loads from cache), links and initializes a plugin.
-    pub async fn load(runtime: &Arc<Runtime>, config: &ModuleConfig) -> Result<Self, LoadError> {
+    pub async fn load(
+        runtime: &Arc<Runtime>,
+        config: &ModuleConfig,
+        services: &HostServices,
+    ) -> Result<Self, LoadError> {
         let path = config.module.clone();
         let fail = |problem: String| LoadError {
             path: path.clone(),
@@ -159,6 +167,10 @@ impl Plugin {
         .expect("JSON values serialize");
         let mut plugin = Self {
             config_json,
+            granted: Granted {
+                grants: config.grants.clone(),
+                services: services.clone(),
+            },
             name,
             path: path.clone(),
             limits: config.limits,
@@ -186,6 +198,7 @@ impl Plugin {
     async fn instantiate(&self) -> wasmtime::Result<(Warm, Result<Vec<Callback>, String>)> {
         let state = InstanceState {
             plugin: self.name.clone(),
+            granted: self.granted.clone(),
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()

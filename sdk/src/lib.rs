@@ -104,7 +104,7 @@ pub mod bindings {
 }
 
 pub use bindings::myelin::plugin::types::{
-    Callback, Event, LogLevel, RegistrationVerdict, Rejection, SpamVerdict, UserProfile,
+    Callback, Event, HostError, LogLevel, RegistrationVerdict, Rejection, SpamVerdict, UserProfile,
 };
 pub use serde_json;
 
@@ -405,6 +405,62 @@ pub mod __private {
 
         fn should_drop_federated_event(event: Event) -> bool {
             T::should_drop_federated_event(&event)
+        }
+    }
+}
+
+/// The plugin's key-value store, kept in the homeserver's database. Only
+/// with the operator's `kv` grant; otherwise every call answers
+/// [`HostError::NotGranted`]. Outside WebAssembly (native unit tests) the
+/// store is never granted.
+pub mod kv {
+    use super::HostError;
+
+    #[cfg(target_arch = "wasm32")]
+    use crate::bindings::myelin::plugin::host;
+
+    /// The value stored under `key`, if any.
+    pub fn get(key: &str) -> Result<Option<Vec<u8>>, HostError> {
+        #[cfg(target_arch = "wasm32")]
+        return host::kv_get(key);
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let _ = key;
+            Err(HostError::NotGranted)
+        }
+    }
+
+    /// Stores `value` under `key`; [`HostError::QuotaExceeded`] when the
+    /// plugin's quota would be passed.
+    pub fn set(key: &str, value: &[u8]) -> Result<(), HostError> {
+        #[cfg(target_arch = "wasm32")]
+        return host::kv_set(key, value);
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let _ = (key, value);
+            Err(HostError::NotGranted)
+        }
+    }
+
+    /// Removes `key`.
+    pub fn delete(key: &str) -> Result<(), HostError> {
+        #[cfg(target_arch = "wasm32")]
+        return host::kv_delete(key);
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let _ = key;
+            Err(HostError::NotGranted)
+        }
+    }
+
+    /// The keys starting with `prefix`, in order.
+    pub fn list(prefix: &str) -> Result<Vec<String>, HostError> {
+        #[cfg(target_arch = "wasm32")]
+        return host::kv_list(prefix);
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let _ = prefix;
+            Err(HostError::NotGranted)
         }
     }
 }

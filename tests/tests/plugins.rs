@@ -19,11 +19,11 @@ fn module(package: &str, config: Value, extra: &str) -> String {
 }
 
 async fn server_with(modules: &[String], extra: &str) -> TestServer {
-    TestServer::start(
-        Backend::Sqlite,
-        &format!("modules:\n{}{extra}", modules.concat()),
-    )
-    .await
+    server_on(Backend::Sqlite, modules, extra).await
+}
+
+async fn server_on(backend: Backend, modules: &[String], extra: &str) -> TestServer {
+    TestServer::start(backend, &format!("modules:\n{}{extra}", modules.concat())).await
 }
 
 async fn create_room(server: &TestServer, token: &str, body: Value) -> (u16, Value) {
@@ -341,4 +341,68 @@ async fn the_guides_minimal_plugin_works() {
     let refused = send(&server, &alice, room, "2", "and durian").await;
     assert_error(&refused, 403, "M_FORBIDDEN");
     assert_eq!(bodies(&server, &alice, room).await, ["I like mangoes"]);
+}
+
+/// The `kv` grant: a plugin keeps state in the homeserver's database (it
+/// survives a crash), within its quota; without the grant, its calls get an
+/// error value and the plugin decides what to do with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kv_grant_keeps_state_within_a_quota_and_is_refused_without_it() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        kv_grant_scenario(backend).await;
+    }
+}
+
+async fn kv_grant_scenario(backend: Backend) {
+    let granted = module(
+        "test-grants",
+        json!({ "limit": 2 }),
+        "    grants: {kv: {quota_kib: 64}}\n",
+    );
+    let mut server = server_on(backend, &[granted], "").await;
+    let (_, alice) = server.register_user("alice", PASSWORD, false).await;
+    let (_, room) = create_room(&server, &alice, json!({})).await;
+    let room = room["room_id"].as_str().unwrap().to_owned();
+    assert_eq!(send(&server, &alice, &room, "1", "one").await.0, 200);
+    assert_eq!(send(&server, &alice, &room, "2", "two").await.0, 200);
+    assert_error(
+        &send(&server, &alice, &room, "3", "three").await,
+        403,
+        "M_TOO_MANY_MESSAGES",
+    );
+    // The count is in the database, not in the instance: a crash keeps it.
+    server.crash_and_restart().await;
+    let (_, alice) = server.login("alice", PASSWORD).await;
+    let alice = alice["access_token"].as_str().unwrap();
+    assert_error(
+        &send(&server, alice, &room, "4", "four").await,
+        403,
+        "M_TOO_MANY_MESSAGES",
+    );
+
+    let ungranted = module("test-grants", json!({ "limit": 2 }), "");
+    let server = server_with(&[ungranted], "").await;
+    let (_, bob) = server.register_user("bob", PASSWORD, false).await;
+    let (_, room) = create_room(&server, &bob, json!({})).await;
+    let room = room["room_id"].as_str().unwrap();
+    assert_error(
+        &send(&server, &bob, room, "1", "hi").await,
+        403,
+        "M_KV_NOT_GRANTED",
+    );
+
+    let tiny = module(
+        "test-grants",
+        json!({ "limit": 2 }),
+        "    grants: {kv: {quota_kib: 0}}\n",
+    );
+    let server = server_on(backend, &[tiny], "").await;
+    let (_, carol) = server.register_user("carol", PASSWORD, false).await;
+    let (_, room) = create_room(&server, &carol, json!({})).await;
+    let room = room["room_id"].as_str().unwrap();
+    assert_error(
+        &send(&server, &carol, room, "1", "hi").await,
+        403,
+        "M_KV_QUOTA",
+    );
 }

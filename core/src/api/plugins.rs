@@ -1,8 +1,8 @@
-//! Turning plugin answers into Matrix errors, and server data into the
-//! records the plugin contract speaks.
+//! Turning plugin answers into Matrix errors, server data into the records
+//! the plugin contract speaks, and the storage behind plugins' grants.
 
 use http::StatusCode;
-use myelin_plugin_api::{Event, Verdict};
+use myelin_plugin_api::{BoxFuture, Event, Verdict};
 use ruma::api::error::StandardErrorBody;
 
 use super::error::{ApiResult, MatrixError};
@@ -41,5 +41,54 @@ pub fn event(pdu: &Pdu) -> Event {
         origin_server_ts: pdu.origin_server_ts.get().into(),
         content: pdu.content.get().to_owned(),
         unsigned,
+    }
+}
+
+/// The `kv` grant, in the homeserver's database.
+impl myelin_plugin_api::KvBackend for crate::storage::Storage {
+    fn get<'a>(
+        &'a self,
+        plugin: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, String>> {
+        Box::pin(async move {
+            self.plugin_kv_get(plugin, key)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn set<'a>(
+        &'a self,
+        plugin: &'a str,
+        key: &'a str,
+        value: &'a [u8],
+        quota_bytes: u64,
+    ) -> BoxFuture<'a, Result<bool, String>> {
+        Box::pin(async move {
+            self.plugin_kv_set(plugin, key, value, quota_bytes)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn delete<'a>(&'a self, plugin: &'a str, key: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            self.plugin_kv_delete(plugin, key)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn list<'a>(
+        &'a self,
+        plugin: &'a str,
+        prefix: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<String>, String>> {
+        Box::pin(async move {
+            self.plugin_kv_list(plugin, prefix)
+                .await
+                .map_err(|e| e.to_string())
+        })
     }
 }

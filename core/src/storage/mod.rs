@@ -7,6 +7,7 @@
 mod accounts;
 mod aliases;
 mod devices;
+mod plugin_kv;
 pub mod rooms;
 mod tokens;
 
