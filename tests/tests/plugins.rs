@@ -406,3 +406,20 @@ async fn kv_grant_scenario(backend: Backend) {
         "M_KV_QUOTA",
     );
 }
+
+/// A plugin answering with something the host does not accept (here an
+/// error code that is not a Matrix error code) counts as a failure: the
+/// policy decides, and the fault is logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_answer_resolves_by_the_policy() {
+    let malformed = module("test-spam", json!({ "banned_words": ["x"], "errcode": "not a code" }), "");
+    let server = server_with(&[malformed], "").await;
+    let (_, alice) = server.register_user("alice", PASSWORD, false).await;
+    let (_, room) = create_room(&server, &alice, json!({})).await;
+    let room = room["room_id"].as_str().unwrap();
+    let refused = send(&server, &alice, room, "1", "x marks the spot").await;
+    assert_error(&refused, 403, "M_FORBIDDEN");
+    assert!(refused.1["error"].as_str().unwrap().contains("plugin failed"), "{}", refused.1);
+    assert!(server.logs().contains("fault=\"malformed-result\""), "{}", server.logs());
+    assert_eq!(send(&server, &alice, room, "2", "fine").await.0, 200);
+}
