@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use crate::{
     api::{self, ruma::TrustForwardedFor},
     auth::{password::PasswordHasher, tokens::TokenCache, uia::UiaSessions},
-    config::{Config, ListenerKind},
+    config::{Config, ListenerKind, Resource},
     federation::signing_key::{SigningKey, write_private_file},
     rooms::Rooms,
     state::{AppState, RateLimiters, RegistrationSecret, Services},
@@ -115,18 +115,21 @@ pub fn read_secret_file(path: &Path) -> anyhow::Result<String> {
 pub async fn serve(state: AppState, register_hint: &str) -> anyhow::Result<()> {
     let mut servers = tokio::task::JoinSet::new();
     for listener in &state.config.listeners {
-        if listener.kind == ListenerKind::Metrics {
+        let resources: Vec<_> = match listener.kind {
+            ListenerKind::Metrics => vec![Resource::Metrics],
+            ListenerKind::Http => listener
+                .resources
+                .iter()
+                .flat_map(|r| r.names.iter().copied())
+                .collect(),
+        };
+        if resources == [Resource::Metrics] && !state.config.enable_metrics {
             tracing::warn!(
                 port = listener.port,
-                "metrics listeners are not served yet; skipping"
+                "a metrics listener is configured but enable_metrics is not true; skipping it"
             );
             continue;
         }
-        let resources: Vec<_> = listener
-            .resources
-            .iter()
-            .flat_map(|r| r.names.iter().copied())
-            .collect();
         let router = api::router(state.clone(), &resources)
             .layer(Extension(TrustForwardedFor(listener.x_forwarded)));
         for ip in &listener.bind_addresses {

@@ -11,6 +11,7 @@ pub mod grants;
 pub mod plugin;
 pub mod runtime;
 pub mod spam;
+pub mod stats;
 
 use std::{path::Path, sync::Arc};
 
@@ -21,6 +22,7 @@ pub use self::{
     plugin::{Fault, LoadError, Plugin},
     runtime::Runtime,
     spam::{Registration, Verdict},
+    stats::{CallbackStats, callback_name},
 };
 
 /// The plugins the operator listed under `modules:`, in order.

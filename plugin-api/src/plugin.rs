@@ -27,6 +27,7 @@ use crate::{
     config::{Limits, ModuleConfig, OnError},
     grants::{Granted, HostServices},
     runtime::{EPOCH_TICK, Runtime},
+    stats::PluginStats,
 };
 
 /// Why a plugin call did not produce an answer.
@@ -118,6 +119,8 @@ pub struct Plugin {
     pub limits: Limits,
     pub on_error: OnError,
     pub callbacks: HashSet<Callback>,
+    pub grants: crate::config::Grants,
+    pub stats: PluginStats,
     /// The operator's `config:`, handed to every new instance's `init`.
     config_json: String,
     granted: Granted,
@@ -167,6 +170,8 @@ impl Plugin {
         .expect("JSON values serialize");
         let mut plugin = Self {
             config_json,
+            grants: config.grants.clone(),
+            stats: PluginStats::default(),
             granted: Granted {
                 grants: config.grants.clone(),
                 services: services.clone(),

@@ -3,6 +3,8 @@
 //! first answer that is not "allow" decides; later plugins are not asked.
 //! A failed call resolves by the plugin's `on_error` policy.
 
+use std::time::Instant;
+
 use crate::{
     PluginSet,
     bindings::myelin::plugin::types::{
@@ -10,6 +12,7 @@ use crate::{
     },
     config::OnError,
     plugin::{Fault, Plugin},
+    stats::{Outcome, callback_name},
 };
 
 /// The outcome of a spam check.
@@ -83,7 +86,14 @@ macro_rules! first_refusal {
             if !plugin.implements($callback) {
                 continue;
             }
-            match ask!(plugin, $method($($arg),*)).and_then(verdict) {
+            let started = Instant::now();
+            let answer = ask!(plugin, $method($($arg),*)).and_then(verdict);
+            plugin.stats.record($callback, match &answer {
+                Ok(Verdict::Allow) => Outcome::Pass,
+                Ok(_) => Outcome::Refuse,
+                Err(fault) => Outcome::Fault(*fault),
+            }, started.elapsed());
+            match answer {
                 Ok(Verdict::Allow) => continue,
                 Ok(refusal) => {
                     outcome = refusal;
@@ -103,6 +113,9 @@ macro_rules! first_refusal {
 
 /// Logs a failed call; with `on_error: deny` it becomes a refusal.
 fn on_fault(plugin: &Plugin, callback: Callback, fault: Fault) -> Option<Verdict> {
+    plugin
+        .stats
+        .record_error(format!("{}: {}", callback_name(callback), fault.as_str()));
     tracing::warn!(plugin = &*plugin.name, ?callback, fault = fault.as_str(), on_error = ?plugin.on_error, "plugin failed");
     (plugin.on_error == OnError::Deny).then(failed_plugin)
 }
@@ -168,7 +181,17 @@ impl PluginSet {
             if !plugin.implements(Callback::CheckUsernameForSpam) {
                 continue;
             }
-            match ask!(plugin, call_check_username_for_spam(profile)) {
+            let started = Instant::now();
+            let answer = ask!(plugin, call_check_username_for_spam(profile));
+            let outcome = match &answer {
+                Ok(false) => Outcome::Pass,
+                Ok(true) => Outcome::Refuse,
+                Err(fault) => Outcome::Fault(*fault),
+            };
+            plugin
+                .stats
+                .record(Callback::CheckUsernameForSpam, outcome, started.elapsed());
+            match answer {
                 Ok(false) => continue,
                 Ok(true) => return true,
                 Err(fault) => {
@@ -193,10 +216,20 @@ impl PluginSet {
             if !plugin.implements(callback) {
                 continue;
             }
+            let started = Instant::now();
             let answer = ask!(
                 plugin,
                 call_check_registration_for_spam(email, username, request_info, auth_provider_id)
             );
+            let outcome = match &answer {
+                Ok(RegistrationVerdict::Allow) => Outcome::Pass,
+                Ok(RegistrationVerdict::Deny(r)) if !valid_errcode(&r.errcode) => {
+                    Outcome::Fault(Fault::Malformed)
+                }
+                Ok(_) => Outcome::Refuse,
+                Err(fault) => Outcome::Fault(*fault),
+            };
+            plugin.stats.record(callback, outcome, started.elapsed());
             let fault = match answer {
                 Ok(RegistrationVerdict::Allow) => continue,
                 Ok(RegistrationVerdict::ShadowBan) => return Registration::ShadowBan,

@@ -412,14 +412,100 @@ async fn kv_grant_scenario(backend: Backend) {
 /// policy decides, and the fault is logged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_answer_resolves_by_the_policy() {
-    let malformed = module("test-spam", json!({ "banned_words": ["x"], "errcode": "not a code" }), "");
+    let malformed = module(
+        "test-spam",
+        json!({ "banned_words": ["x"], "errcode": "not a code" }),
+        "",
+    );
     let server = server_with(&[malformed], "").await;
     let (_, alice) = server.register_user("alice", PASSWORD, false).await;
     let (_, room) = create_room(&server, &alice, json!({})).await;
     let room = room["room_id"].as_str().unwrap();
     let refused = send(&server, &alice, room, "1", "x marks the spot").await;
     assert_error(&refused, 403, "M_FORBIDDEN");
-    assert!(refused.1["error"].as_str().unwrap().contains("plugin failed"), "{}", refused.1);
-    assert!(server.logs().contains("fault=\"malformed-result\""), "{}", server.logs());
+    assert!(
+        refused.1["error"]
+            .as_str()
+            .unwrap()
+            .contains("plugin failed"),
+        "{}",
+        refused.1
+    );
+    assert!(
+        server.logs().contains("fault=\"malformed-result\""),
+        "{}",
+        server.logs()
+    );
     assert_eq!(send(&server, &alice, room, "2", "fine").await.0, 200);
+}
+
+/// Operators see each plugin's calls, outcomes and last failure in the
+/// admin listing (server admins only) and in Prometheus metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_and_faults_show_in_the_admin_listing_and_metrics() {
+    let spam = module("test-spam", json!({ "banned_words": ["spam"] }), "");
+    let faulty = module(
+        "test-faults",
+        json!({ "mode": "trap" }),
+        "    on_error: allow\n",
+    );
+    let listeners = "enable_metrics: true\nlisteners:\n  - port: 0\n    bind_addresses: [\"127.0.0.1\"]\n    type: http\n    resources: [{names: [client, metrics]}]\n";
+    let server = server_with(&[spam, faulty], listeners).await;
+    let (_, admin) = server.register_user("root", PASSWORD, true).await;
+    let (_, alice) = server.register_user("alice", PASSWORD, false).await;
+    let (_, room) = create_room(&server, &alice, json!({})).await;
+    let room = room["room_id"].as_str().unwrap();
+    // Passes the spam filter, then the faulty plugin traps and `allow` lets it through.
+    assert_eq!(send(&server, &alice, room, "1", "hello").await.0, 200);
+    // Refused by the first plugin: the second is not asked.
+    assert_error(
+        &send(&server, &alice, room, "2", "spam").await,
+        403,
+        "M_FORBIDDEN",
+    );
+
+    let path = "/_myelin/admin/v1/plugins";
+    assert_error(&server.get(path, None).await, 401, "M_MISSING_TOKEN");
+    assert_error(&server.get(path, Some(&alice)).await, 403, "M_FORBIDDEN");
+    let (status, listing) = server.get(path, Some(&admin)).await;
+    assert_eq!(status, 200, "{listing}");
+    let plugins = listing["plugins"].as_array().unwrap();
+    assert_eq!(plugins.len(), 2, "{listing}");
+    let spam = &plugins[0];
+    assert_eq!(spam["name"], "test_spam");
+    assert!(
+        spam["callbacks"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("check_event_for_spam")),
+        "{spam}"
+    );
+    let counters = &spam["counters"]["check_event_for_spam"];
+    assert_eq!(counters["calls"], 2, "{spam}");
+    assert_eq!(counters["outcomes"]["pass"], 1, "{spam}");
+    assert_eq!(counters["outcomes"]["reject"], 1, "{spam}");
+    let faulty = &plugins[1];
+    assert_eq!(faulty["on_error"], "allow");
+    assert_eq!(
+        faulty["counters"]["check_event_for_spam"]["outcomes"]["trap"], 1,
+        "{faulty}"
+    );
+    assert!(
+        faulty["last_error"].as_str().unwrap().contains("trap"),
+        "{faulty}"
+    );
+
+    let metrics = reqwest::get(format!("{}/_synapse/metrics", server.base_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "myelin_plugin_calls_total{plugin=\"test_spam\",callback=\"check_event_for_spam\",outcome=\"reject\"} 1",
+        "myelin_plugin_calls_total{plugin=\"test_faults\",callback=\"check_event_for_spam\",outcome=\"trap\"} 1",
+        "myelin_plugin_call_seconds_count{plugin=\"test_spam\",callback=\"check_event_for_spam\"} 2",
+    ] {
+        assert!(metrics.contains(line), "no {line:?} in:\n{metrics}");
+    }
 }

@@ -63,6 +63,9 @@ pub fn router(state: AppState, resources: &[Resource]) -> Router {
     if resources.contains(&Resource::Client) {
         router = router.merge(client::router()).merge(admin::router());
     }
+    if resources.contains(&Resource::Metrics) && state.config.enable_metrics {
+        router = router.route("/_synapse/metrics", axum::routing::get(metrics));
+    }
     router
         .fallback(|| async { MatrixError::unrecognized(StatusCode::NOT_FOUND) })
         .method_not_allowed_fallback(|| async {
@@ -71,6 +74,20 @@ pub fn router(state: AppState, resources: &[Resource]) -> Router {
         .layer(middleware::from_fn(cors))
         .layer(middleware::from_fn(request_span))
         .with_state(state)
+}
+
+/// Prometheus metrics, in the text format (Synapse's path).
+async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    let mut body = String::new();
+    state.plugins.render_metrics(&mut body);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// Every request runs in a span with an ID; its outcome is logged once.

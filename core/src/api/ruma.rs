@@ -104,27 +104,9 @@ where
 
         let session = if <T::Authentication as TokenRequirement>::ACCEPTED {
             match access_token(&parts) {
-                Some(token) => Some(
-                    state
-                        .tokens
-                        .authenticate(&state.storage, token)
-                        .await
-                        .map_err(|err| match err {
-                            AuthLookupError::Rejected(TokenRejected::Expired) => {
-                                MatrixError::unknown_token(true)
-                            }
-                            AuthLookupError::Rejected(TokenRejected::Unknown) => {
-                                MatrixError::unknown_token(false)
-                            }
-                            AuthLookupError::Storage(e) => e.into(),
-                        })?,
-                ),
+                Some(token) => Some(authenticate(state, token).await?),
                 None if <T::Authentication as TokenRequirement>::REQUIRED => {
-                    return Err(MatrixError::new(
-                        StatusCode::UNAUTHORIZED,
-                        ruma::api::error::ErrorKind::MissingToken,
-                        "Missing access token",
-                    ));
+                    return Err(missing_token());
                 }
                 None => None,
             }
@@ -176,7 +158,30 @@ pub async fn read_body(
     }
 }
 
-fn access_token(parts: &http::request::Parts) -> Option<&str> {
+pub fn missing_token() -> MatrixError {
+    MatrixError::new(
+        StatusCode::UNAUTHORIZED,
+        ruma::api::error::ErrorKind::MissingToken,
+        "Missing access token",
+    )
+}
+
+/// The session of an access token, or the Matrix error for a bad one.
+pub async fn authenticate(state: &AppState, token: &str) -> Result<Session, MatrixError> {
+    state
+        .tokens
+        .authenticate(&state.storage, token)
+        .await
+        .map_err(|err| match err {
+            AuthLookupError::Rejected(TokenRejected::Expired) => MatrixError::unknown_token(true),
+            AuthLookupError::Rejected(TokenRejected::Unknown) => MatrixError::unknown_token(false),
+            AuthLookupError::Storage(e) => e.into(),
+        })
+}
+
+/// The access token of a request: the `Authorization` header, or the
+/// deprecated `access_token` query parameter.
+pub fn access_token(parts: &http::request::Parts) -> Option<&str> {
     if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
         return value
             .to_str()

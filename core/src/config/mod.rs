@@ -53,6 +53,8 @@ pub struct Config {
     pub default_room_version: String,
     /// Plugins, in the order their callbacks are asked.
     pub modules: Vec<myelin_plugin_api::ModuleConfig>,
+    /// Serve Prometheus metrics on listeners with the `metrics` resource.
+    pub enable_metrics: bool,
 }
 
 impl Default for Config {
@@ -83,6 +85,7 @@ impl Default for Config {
             media_store_path: None,
             default_room_version: "10".to_owned(),
             modules: Vec::new(),
+            enable_metrics: false,
         }
     }
 }

@@ -1,0 +1,38 @@
+//! `GET /_myelin/admin/v1/plugins`: what each loaded plugin is, may do and
+//! has done (server admins only).
+
+use axum::{Json, extract::State};
+use serde_json::{Value, json};
+
+use super::ServerAdmin;
+use crate::state::AppState;
+
+pub async fn list(State(state): State<AppState>, _admin: ServerAdmin) -> Json<Value> {
+    let plugins: Vec<Value> = state
+        .plugins
+        .plugins()
+        .iter()
+        .map(|plugin| {
+            let mut callbacks: Vec<String> = plugin
+                .callbacks
+                .iter()
+                .map(|c| myelin_plugin_api::callback_name(*c))
+                .collect();
+            callbacks.sort();
+            json!({
+                "name": &*plugin.name,
+                "module": plugin.path,
+                "callbacks": callbacks,
+                "grants": { "kv": plugin.grants.kv.map(|kv| json!({ "quota_kib": kv.quota_kib })) },
+                "limits": { "memory_mib": plugin.limits.memory_mib, "timeout_ms": plugin.limits.timeout_ms },
+                "on_error": match plugin.on_error {
+                    myelin_plugin_api::OnError::Deny => "deny",
+                    myelin_plugin_api::OnError::Allow => "allow",
+                },
+                "counters": plugin.stats.callbacks(),
+                "last_error": plugin.stats.last_error(),
+            })
+        })
+        .collect();
+    Json(json!({ "plugins": plugins }))
+}

@@ -1,0 +1,164 @@
+//! What each plugin did: calls per callback by outcome, latency histograms,
+//! and the last failure, for `/metrics` and the admin listing.
+
+use std::{collections::BTreeMap, fmt::Write, time::Duration};
+
+use parking_lot::Mutex;
+
+use crate::{PluginSet, bindings::myelin::plugin::types::Callback, plugin::Fault};
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS: [f64; 10] = [
+    0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5,
+];
+
+/// How one call ended.
+#[derive(Debug, Clone, Copy)]
+pub enum Outcome {
+    /// The plugin let the action through.
+    Pass,
+    /// The plugin refused (or hid, or shadow-banned).
+    Refuse,
+    Fault(Fault),
+}
+
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Pass => "pass",
+            Self::Refuse => "reject",
+            Self::Fault(fault) => fault.as_str(),
+        }
+    }
+}
+
+/// Counters of one callback of one plugin.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CallbackStats {
+    pub outcomes: BTreeMap<&'static str, u64>,
+    pub calls: u64,
+    pub seconds_total: f64,
+    #[serde(skip)]
+    buckets: [u64; BUCKETS.len()],
+}
+
+#[derive(Default)]
+pub struct PluginStats {
+    callbacks: Mutex<BTreeMap<String, CallbackStats>>,
+    last_error: Mutex<Option<String>>,
+}
+
+/// The `snake_case` name Synapse uses for a callback.
+pub fn callback_name(callback: Callback) -> String {
+    format!("{callback:?}")
+        .trim_start_matches("Callback::")
+        .chars()
+        .fold(String::new(), |mut name, c| {
+            if c.is_ascii_uppercase() && !name.is_empty() {
+                name.push('_');
+            }
+            name.push(c.to_ascii_lowercase());
+            name
+        })
+        .replace("threepid", "3pid")
+}
+
+impl PluginStats {
+    pub fn record(&self, callback: Callback, outcome: Outcome, elapsed: Duration) {
+        let mut callbacks = self.callbacks.lock();
+        let stats = callbacks.entry(callback_name(callback)).or_default();
+        *stats.outcomes.entry(outcome.label()).or_default() += 1;
+        stats.calls += 1;
+        let seconds = elapsed.as_secs_f64();
+        stats.seconds_total += seconds;
+        for (bucket, bound) in stats.buckets.iter_mut().zip(BUCKETS) {
+            if seconds <= bound {
+                *bucket += 1;
+            }
+        }
+    }
+
+    pub fn record_error(&self, error: String) {
+        *self.last_error.lock() = Some(error);
+    }
+
+    pub fn callbacks(&self) -> BTreeMap<String, CallbackStats> {
+        self.callbacks.lock().clone()
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().clone()
+    }
+}
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+impl PluginSet {
+    /// The plugins' metrics in Prometheus' text format.
+    pub fn render_metrics(&self, out: &mut String) {
+        out.push_str("# HELP myelin_plugin_calls_total Plugin callback calls, by outcome.\n");
+        out.push_str("# TYPE myelin_plugin_calls_total counter\n");
+        for plugin in self.plugins() {
+            let name = escape(&plugin.name);
+            for (callback, stats) in plugin.stats.callbacks() {
+                for (outcome, count) in &stats.outcomes {
+                    let _ = writeln!(
+                        out,
+                        "myelin_plugin_calls_total{{plugin=\"{name}\",callback=\"{callback}\",outcome=\"{outcome}\"}} {count}"
+                    );
+                }
+            }
+        }
+        out.push_str("# HELP myelin_plugin_call_seconds Time spent in plugin callbacks.\n");
+        out.push_str("# TYPE myelin_plugin_call_seconds histogram\n");
+        for plugin in self.plugins() {
+            let name = escape(&plugin.name);
+            for (callback, stats) in plugin.stats.callbacks() {
+                let labels = format!("plugin=\"{name}\",callback=\"{callback}\"");
+                for (count, bound) in stats.buckets.iter().zip(BUCKETS) {
+                    let _ = writeln!(
+                        out,
+                        "myelin_plugin_call_seconds_bucket{{{labels},le=\"{bound}\"}} {count}"
+                    );
+                }
+                let _ = writeln!(
+                    out,
+                    "myelin_plugin_call_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+                    stats.calls
+                );
+                let _ = writeln!(
+                    out,
+                    "myelin_plugin_call_seconds_sum{{{labels}}} {}",
+                    stats.seconds_total
+                );
+                let _ = writeln!(
+                    out,
+                    "myelin_plugin_call_seconds_count{{{labels}}} {}",
+                    stats.calls
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn callbacks_are_named_as_in_synapse() {
+        assert_eq!(
+            callback_name(Callback::CheckEventForSpam),
+            "check_event_for_spam"
+        );
+        assert_eq!(
+            callback_name(Callback::UserMaySendThreepidInvite),
+            "user_may_send_3pid_invite"
+        );
+    }
+}
