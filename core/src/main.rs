@@ -57,7 +57,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .collect();
     let hint = format!("{exe} register-user {config_args}-u admin --admin");
 
-    let state = server::prepare(config).await?;
+    let state = server::prepare(config, args.config.clone()).await?;
     server::serve(state, &hint).await
 }
 

@@ -1,11 +1,15 @@
 //! Start-up: prepare the data directory, keys and secrets, open the
 //! database, and serve every configured listener until a signal arrives.
 
-use std::{net::SocketAddr, path::Path, sync::Arc};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use anyhow::Context;
 use axum::Extension;
-use myelin_plugin_api::{HostServices, PluginSet};
+use myelin_plugin_api::{HostServices, PluginSet, Plugins};
 use ruma::OwnedServerName;
 use tokio::net::TcpListener;
 
@@ -19,8 +23,9 @@ use crate::{
     storage::Storage,
 };
 
-/// Builds the server's state from a validated configuration.
-pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
+/// Builds the server's state from a validated configuration, read from
+/// `config_files` (none for the zero-configuration start).
+pub async fn prepare(config: Config, config_files: Vec<PathBuf>) -> anyhow::Result<AppState> {
     std::fs::create_dir_all(&config.data_directory).with_context(|| {
         format!(
             "data_directory: cannot create {}",
@@ -46,13 +51,9 @@ pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
     let services = HostServices {
         kv: Some(Arc::new(storage.clone())),
     };
-    let plugins = PluginSet::load(
-        &config.data_directory.join("plugin-cache"),
-        &config.modules,
-        services,
-    )
-    .await
-    .map_err(|err| anyhow::anyhow!("modules: {err}"))?;
+    let plugins = PluginSet::load(&plugin_cache(&config), &config.modules, services.clone())
+        .await
+        .map_err(|err| anyhow::anyhow!("modules: {err}"))?;
     Ok(AppState(Arc::new(Services {
         server_name,
         storage,
@@ -64,7 +65,9 @@ pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
         registration_nonces: Default::default(),
         signing_key,
         rooms,
-        plugins: Arc::new(plugins),
+        plugins: Plugins::new(plugins),
+        config_files,
+        plugin_services: services,
         config,
     })))
 }
@@ -111,9 +114,49 @@ pub fn read_secret_file(path: &Path) -> anyhow::Result<String> {
     Ok(secret)
 }
 
+fn plugin_cache(config: &Config) -> PathBuf {
+    config.data_directory.join("plugin-cache")
+}
+
+/// Re-reads `modules:` from the configuration files and swaps in the new
+/// plugin set; on any failure the running set stays. Returns the plugins'
+/// names.
+pub async fn reload_plugins(state: &AppState) -> anyhow::Result<Vec<String>> {
+    let modules = if state.config_files.is_empty() {
+        Vec::new()
+    } else {
+        Config::load(&state.config_files)?.config.modules
+    };
+    let set = PluginSet::load(
+        &plugin_cache(&state.config),
+        &modules,
+        state.plugin_services.clone(),
+    )
+    .await
+    .map_err(|err| anyhow::anyhow!("modules: {err}"))?;
+    let names = set.plugins().iter().map(|p| p.name.to_string()).collect();
+    state.plugins.replace(set);
+    tracing::info!(plugins = ?names, "plugins reloaded");
+    Ok(names)
+}
+
+/// SIGHUP reloads the plugins, as it makes Synapse reload its config.
+async fn reload_on_sighup(state: AppState) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        if let Err(err) = reload_plugins(&state).await {
+            tracing::error!(error = %format!("{err:#}"), "plugin reload refused; the running plugins stay");
+        }
+    }
+}
+
 /// Binds every listener, announces them, and serves until SIGINT or SIGTERM.
 pub async fn serve(state: AppState, register_hint: &str) -> anyhow::Result<()> {
     let mut servers = tokio::task::JoinSet::new();
+    tokio::spawn(reload_on_sighup(state.clone()));
     for listener in &state.config.listeners {
         let resources: Vec<_> = match listener.kind {
             ListenerKind::Metrics => vec![Resource::Metrics],

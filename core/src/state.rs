@@ -54,7 +54,10 @@ pub struct Services {
     pub registration_nonces: Nonces,
     pub signing_key: Arc<SigningKey>,
     pub rooms: Rooms,
-    pub plugins: Arc<myelin_plugin_api::PluginSet>,
+    pub plugins: myelin_plugin_api::Plugins,
+    /// The `-c` files the server started from, re-read to reload plugins.
+    pub config_files: Vec<std::path::PathBuf>,
+    pub plugin_services: myelin_plugin_api::HostServices,
 }
 
 /// Cheap to clone: one `Arc` around the server's services.

@@ -69,5 +69,25 @@ impl PluginSet {
     }
 }
 
-/// Shared handle the server keeps.
-pub type Plugins = Arc<PluginSet>;
+/// The server's current plugin set, swapped atomically on reload: a call
+/// takes the set as it is when it starts and finishes on it.
+pub struct Plugins {
+    current: parking_lot::RwLock<Arc<PluginSet>>,
+}
+
+impl Plugins {
+    pub fn new(set: PluginSet) -> Self {
+        Self {
+            current: parking_lot::RwLock::new(Arc::new(set)),
+        }
+    }
+
+    pub fn current(&self) -> Arc<PluginSet> {
+        self.current.read().clone()
+    }
+
+    /// Replaces the set; calls in flight keep the old one until they end.
+    pub fn replace(&self, set: PluginSet) {
+        *self.current.write() = Arc::new(set);
+    }
+}

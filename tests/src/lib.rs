@@ -300,6 +300,11 @@ impl TestServer {
         self.child = Some(child);
     }
 
+    /// The server process's ID (to send it signals).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server is running").id()
+    }
+
     /// SIGKILL: no shutdown path runs, exactly like a crash.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -509,3 +509,87 @@ async fn calls_and_faults_show_in_the_admin_listing_and_metrics() {
         assert!(metrics.contains(line), "no {line:?} in:\n{metrics}");
     }
 }
+
+/// `modules:` is re-read by the admin endpoint and by SIGHUP; the new set
+/// takes over at once, and a set that fails to load is refused while the
+/// running one stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_reload_without_restart_and_bad_sets_are_refused() {
+    let modules = |config: Value| format!("modules:\n{}", module("test-spam", config, ""));
+    let server = TestServer::start(
+        Backend::Sqlite,
+        &modules(json!({ "banned_words": ["alpha"] })),
+    )
+    .await;
+    let extra = server.config_files[1].clone();
+    let (_, admin) = server.register_user("root", PASSWORD, true).await;
+    let (_, alice) = server.register_user("alice", PASSWORD, false).await;
+    let (_, room) = create_room(&server, &alice, json!({})).await;
+    let room = room["room_id"].as_str().unwrap();
+    assert_error(
+        &send(&server, &alice, room, "1", "alpha").await,
+        403,
+        "M_FORBIDDEN",
+    );
+
+    let reload = "/_myelin/admin/v1/plugins/reload";
+    assert_error(
+        &server.post(reload, Some(&alice), json!({})).await,
+        403,
+        "M_FORBIDDEN",
+    );
+    std::fs::write(&extra, modules(json!({ "banned_words": ["beta"] }))).unwrap();
+    let (status, body) = server.post(reload, Some(&admin), json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["plugins"], json!(["test_spam"]));
+    assert_eq!(send(&server, &alice, room, "2", "alpha").await.0, 200);
+    assert_error(
+        &send(&server, &alice, room, "3", "beta").await,
+        403,
+        "M_FORBIDDEN",
+    );
+
+    // A set that fails to load is refused; the running one stays.
+    std::fs::write(&extra, modules(json!({ "reject_config": true }))).unwrap();
+    let refused = server.post(reload, Some(&admin), json!({})).await;
+    assert_eq!(refused.0, 400, "{}", refused.1);
+    assert!(
+        refused.1["error"]
+            .as_str()
+            .unwrap()
+            .contains("reject_config is set"),
+        "{}",
+        refused.1
+    );
+    assert_error(
+        &send(&server, &alice, room, "4", "beta").await,
+        403,
+        "M_FORBIDDEN",
+    );
+
+    // SIGHUP does the same.
+    std::fs::write(&extra, modules(json!({ "banned_words": ["gamma"] }))).unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut swapped = false;
+    for attempt in 0..100 {
+        if send(&server, &alice, room, &format!("g{attempt}"), "gamma")
+            .await
+            .0
+            == 403
+        {
+            swapped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        swapped,
+        "SIGHUP did not load the new set:\n{}",
+        server.logs()
+    );
+    assert_eq!(send(&server, &alice, room, "5", "beta").await.0, 200);
+}

@@ -79,7 +79,7 @@ pub fn router(state: AppState, resources: &[Resource]) -> Router {
 /// Prometheus metrics, in the text format (Synapse's path).
 async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
     let mut body = String::new();
-    state.plugins.render_metrics(&mut body);
+    state.plugins.current().render_metrics(&mut body);
     (
         [(
             header::CONTENT_TYPE,

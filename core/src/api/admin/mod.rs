@@ -4,7 +4,11 @@
 pub mod plugins;
 pub mod register;
 
-use axum::{Router, extract::FromRequestParts, routing::get};
+use axum::{
+    Router,
+    extract::FromRequestParts,
+    routing::{get, post},
+};
 use http::request::Parts;
 
 use super::{
@@ -20,6 +24,7 @@ pub fn router() -> Router<AppState> {
             get(register::get_nonce).post(register::register_with_shared_secret),
         )
         .route("/_myelin/admin/v1/plugins", get(plugins::list))
+        .route("/_myelin/admin/v1/plugins/reload", post(plugins::reload))
 }
 
 /// A request from a server admin's access token; 401 without a valid token,

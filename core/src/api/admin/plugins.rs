@@ -1,15 +1,18 @@
 //! `GET /_myelin/admin/v1/plugins`: what each loaded plugin is, may do and
-//! has done (server admins only).
+//! has done; `POST /_myelin/admin/v1/plugins/reload`: re-read `modules:`
+//! (server admins only).
 
 use axum::{Json, extract::State};
 use serde_json::{Value, json};
 
 use super::ServerAdmin;
+use crate::api::error::MatrixError;
 use crate::state::AppState;
 
 pub async fn list(State(state): State<AppState>, _admin: ServerAdmin) -> Json<Value> {
     let plugins: Vec<Value> = state
         .plugins
+        .current()
         .plugins()
         .iter()
         .map(|plugin| {
@@ -35,4 +38,19 @@ pub async fn list(State(state): State<AppState>, _admin: ServerAdmin) -> Json<Va
         })
         .collect();
     Json(json!({ "plugins": plugins }))
+}
+
+/// Reloads the plugins from the configuration files, as SIGHUP does; a set
+/// that fails to load is refused with the reason and the running set stays.
+pub async fn reload(
+    State(state): State<AppState>,
+    _admin: ServerAdmin,
+) -> Result<Json<Value>, MatrixError> {
+    match crate::server::reload_plugins(&state).await {
+        Ok(names) => Ok(Json(json!({ "plugins": names }))),
+        Err(err) => Err(MatrixError::unknown(
+            http::StatusCode::BAD_REQUEST,
+            format!("{err:#}"),
+        )),
+    }
 }

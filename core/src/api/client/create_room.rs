@@ -45,7 +45,7 @@ pub async fn create_room(
         ));
     }
     let is_public = body.visibility == Visibility::Public;
-    let plugins = &state.plugins;
+    let plugins = state.plugins.current();
     let request = serde_json::json!({
         "name": body.name,
         "topic": body.topic,

@@ -79,6 +79,7 @@ pub async fn put_alias(
     check(
         state
             .plugins
+            .current()
             .user_may_create_room_alias(user.as_str(), body.room_alias.as_str())
             .await,
     )?;
@@ -193,6 +194,7 @@ pub async fn set_visibility(
         check(
             state
                 .plugins
+                .current()
                 .user_may_publish_room(user.as_str(), room_id.as_str())
                 .await,
         )?;

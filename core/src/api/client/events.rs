@@ -90,11 +90,12 @@ async fn send_once(
 
 /// Asks the spam-checking plugins about an event before it is appended.
 async fn spam_check(state: &AppState, pdu: &Pdu) -> Result<(), AppendError> {
-    if !state.plugins.wants(Callback::CheckEventForSpam) {
+    if !state.plugins.current().wants(Callback::CheckEventForSpam) {
         return Ok(());
     }
     match state
         .plugins
+        .current()
         .check_event_for_spam(&plugins::event(pdu))
         .await
     {

@@ -68,7 +68,7 @@ pub async fn resolve_room(state: &AppState, room: &RoomOrAliasId) -> ApiResult<O
 /// Asks the plugins whether `user` may join; server admins are not asked,
 /// as in Synapse.
 async fn check_join(state: &AppState, room_id: &RoomId, user: &UserId) -> ApiResult<()> {
-    if !state.plugins.wants(Callback::UserMayJoinRoom)
+    if !state.plugins.current().wants(Callback::UserMayJoinRoom)
         || state
             .storage
             .user(user.as_str())
@@ -81,6 +81,7 @@ async fn check_join(state: &AppState, room_id: &RoomId, user: &UserId) -> ApiRes
     check(
         state
             .plugins
+            .current()
             .user_may_join_room(user.as_str(), room_id.as_str(), is_invited)
             .await,
     )
@@ -186,6 +187,7 @@ pub async fn invite(
     check(
         state
             .plugins
+            .current()
             .user_may_invite(user.as_str(), target.as_str(), room_id.as_str())
             .await,
     )?;

@@ -145,7 +145,11 @@ pub async fn search_users(
         .await?;
     let limited = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
-    if state.plugins.wants(Callback::CheckUsernameForSpam) {
+    if state
+        .plugins
+        .current()
+        .wants(Callback::CheckUsernameForSpam)
+    {
         let mut kept = Vec::with_capacity(rows.len());
         for (user_id, profile) in rows {
             let candidate = UserProfile {
@@ -153,7 +157,12 @@ pub async fn search_users(
                 display_name: profile.displayname.clone(),
                 avatar_url: profile.avatar_url.clone(),
             };
-            if !state.plugins.check_username_for_spam(&candidate).await {
+            if !state
+                .plugins
+                .current()
+                .check_username_for_spam(&candidate)
+                .await
+            {
                 kept.push((user_id, profile));
             }
         }

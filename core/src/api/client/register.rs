@@ -128,6 +128,7 @@ pub async fn register(
 
     let shadow_banned = match state
         .plugins
+        .current()
         .check_registration_for_spam(
             None,
             desired.as_deref(),
