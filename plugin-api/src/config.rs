@@ -68,6 +68,32 @@ pub enum OnError {
 pub struct Grants {
     /// A key-value store in the homeserver's database.
     pub kv: Option<KvGrant>,
+    /// Outbound HTTP to listed hosts.
+    pub http: Option<HttpGrant>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpGrant {
+    /// Host names (or IP addresses) the plugin may send requests to.
+    pub allowed_hosts: Vec<String>,
+    #[serde(default = "default_http_timeout_ms")]
+    pub timeout_ms: u64,
+    /// The largest response body read, in KiB.
+    #[serde(default = "default_http_max_response_kib")]
+    pub max_response_kib: u64,
+    /// Allow hosts that resolve to loopback, private or link-local
+    /// addresses (off: a plugin cannot reach the server's own network).
+    #[serde(default)]
+    pub allow_private_addresses: bool,
+}
+
+fn default_http_timeout_ms() -> u64 {
+    5_000
+}
+
+fn default_http_max_response_kib() -> u64 {
+    1024
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

@@ -5,8 +5,12 @@
 use std::{future::Future, pin::Pin, sync::Arc};
 
 use crate::{
-    bindings::myelin::plugin::{host, types::HostError},
+    bindings::myelin::plugin::{
+        host,
+        types::{HostError, HttpRequest, HttpResponse},
+    },
     config::Grants,
+    http::HttpClient,
     plugin::InstanceState,
 };
 
@@ -47,6 +51,8 @@ pub struct HostServices {
 pub struct Granted {
     pub grants: Grants,
     pub services: HostServices,
+    /// Built from the `http` grant, shared by the plugin's instances.
+    pub http: Option<Arc<HttpClient>>,
 }
 
 impl Granted {
@@ -90,5 +96,15 @@ impl host::Host for InstanceState {
         kv.list(&self.plugin, &prefix)
             .await
             .map_err(HostError::Failed)
+    }
+
+    async fn http_fetch(&mut self, request: HttpRequest) -> Result<HttpResponse, HostError> {
+        let client = self.granted.http.clone().ok_or(HostError::NotGranted)?;
+        let url = request.url.clone();
+        let result = client.fetch(request).await;
+        if let Err(err) = &result {
+            tracing::info!(target: "myelin::plugin", plugin = &*self.plugin, %url, error = ?err, "plugin HTTP request refused or failed");
+        }
+        result
     }
 }

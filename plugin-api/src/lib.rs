@@ -8,6 +8,7 @@
 mod bindings;
 pub mod config;
 pub mod grants;
+pub mod http;
 pub mod plugin;
 pub mod runtime;
 pub mod spam;

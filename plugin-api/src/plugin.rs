@@ -26,6 +26,7 @@ use crate::{
     },
     config::{Limits, ModuleConfig, OnError},
     grants::{Granted, HostServices},
+    http::HttpClient,
     runtime::{EPOCH_TICK, Runtime},
     stats::PluginStats,
 };
@@ -175,6 +176,12 @@ impl Plugin {
             granted: Granted {
                 grants: config.grants.clone(),
                 services: services.clone(),
+                http: match &config.grants.http {
+                    Some(grant) => Some(Arc::new(
+                        HttpClient::new(grant).map_err(|e| fail(format!("http grant: {e}")))?,
+                    )),
+                    None => None,
+                },
             },
             name,
             path: path.clone(),

@@ -104,7 +104,8 @@ pub mod bindings {
 }
 
 pub use bindings::myelin::plugin::types::{
-    Callback, Event, HostError, LogLevel, RegistrationVerdict, Rejection, SpamVerdict, UserProfile,
+    Callback, Event, HostError, HttpRequest, HttpResponse, LogLevel, RegistrationVerdict,
+    Rejection, SpamVerdict, UserProfile,
 };
 pub use serde_json;
 
@@ -462,5 +463,33 @@ pub mod kv {
             let _ = prefix;
             Err(HostError::NotGranted)
         }
+    }
+}
+
+/// Outbound HTTP, only to the hosts the operator listed in the plugin's
+/// `http` grant; otherwise [`HostError::NotGranted`]. Outside WebAssembly it
+/// is never granted.
+pub mod http {
+    use super::{HostError, HttpRequest, HttpResponse};
+
+    /// Sends `request` and reads the whole response (within the grant's cap).
+    pub fn fetch(request: &HttpRequest) -> Result<HttpResponse, HostError> {
+        #[cfg(target_arch = "wasm32")]
+        return crate::bindings::myelin::plugin::host::http_fetch(request);
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let _ = request;
+            Err(HostError::NotGranted)
+        }
+    }
+
+    /// A `GET` of `url` with no headers.
+    pub fn get(url: &str) -> Result<HttpResponse, HostError> {
+        fetch(&HttpRequest {
+            method: "GET".to_owned(),
+            url: url.to_owned(),
+            headers: Vec::new(),
+            body: None,
+        })
     }
 }

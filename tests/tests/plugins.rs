@@ -3,7 +3,15 @@
 //! faulty plugins that trap, loop, allocate without bound or refuse their
 //! configuration — the server keeps serving and the failure policy decides.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use myelin_tests::{Backend, SERVER_NAME, TestServer, assert_error, plugin_wasm, try_start};
 use reqwest::Method;
@@ -592,4 +600,101 @@ async fn plugins_reload_without_restart_and_bad_sets_are_refused() {
         server.logs()
     );
     assert_eq!(send(&server, &alice, room, "5", "beta").await.0, 200);
+}
+
+/// A one-route HTTP server on loopback that answers `deny` and counts the
+/// requests that reach it.
+async fn remote_that_denies() -> (u16, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let _ = socket
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\ndeny",
+                    )
+                    .await;
+            });
+        }
+    });
+    (port, hits)
+}
+
+/// The `http` grant reaches only the listed hosts, and never a private
+/// address unless the operator allows it — even through an allowed name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_grant_reaches_only_allowed_public_hosts() {
+    let (port, hits) = remote_that_denies().await;
+    let attempt = async |grants: &str, host: &str| {
+        let plugin = module(
+            "test-grants",
+            json!({ "ask_url": format!("http://{host}:{port}/ask") }),
+            &format!("    grants: {grants}\n"),
+        );
+        let server = server_with(&[plugin], "").await;
+        let (_, alice) = server.register_user("alice", PASSWORD, false).await;
+        let (status, body) = create_room(&server, &alice, json!({})).await;
+        (status, body, server.logs())
+    };
+
+    // Allowed host, private addresses explicitly allowed: the request goes out.
+    let (status, body, _) = attempt(
+        "{http: {allowed_hosts: [\"127.0.0.1\"], allow_private_addresses: true}}",
+        "127.0.0.1",
+    )
+    .await;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (403, Some("M_DENIED_BY_REMOTE")),
+        "{body}"
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+
+    // No grant: an error value, and nothing is sent.
+    let (status, body, _) = attempt("{}", "127.0.0.1").await;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (403, Some("M_HTTP_NOT_GRANTED")),
+        "{body}"
+    );
+    // A host that is not listed: the same.
+    let (_, body, _) = attempt(
+        "{http: {allowed_hosts: [\"matrix.example.org\"]}}",
+        "127.0.0.1",
+    )
+    .await;
+    assert_eq!(body["errcode"], "M_HTTP_NOT_GRANTED", "{body}");
+    // A listed IP literal in private space, private addresses not allowed.
+    let (_, body, _) = attempt("{http: {allowed_hosts: [\"127.0.0.1\"]}}", "127.0.0.1").await;
+    assert_eq!(body["errcode"], "M_HTTP_FAILED", "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a public address"),
+        "{body}"
+    );
+    // A listed name that resolves to a private address is refused after
+    // resolution, before connecting.
+    let (_, body, logs) = attempt("{http: {allowed_hosts: [\"localhost\"]}}", "localhost").await;
+    assert_eq!(body["errcode"], "M_HTTP_FAILED", "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("no public address"),
+        "{body}"
+    );
+    assert!(logs.contains("plugin HTTP request refused"), "{logs}");
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        1,
+        "no refused request reached the server"
+    );
 }

@@ -1,27 +1,48 @@
-//! Counts each sender's messages in the plugin's key-value store and
-//! refuses them past `limit` (config `{"limit": N}`). A refused host call
-//! becomes the refusal's error code, so tests can see which one it was:
-//! `M_KV_NOT_GRANTED`, `M_KV_QUOTA` or `M_KV_FAILED`.
+//! Exercises the grants. Config: `{"limit": N, "ask_url": "http://..."}`.
+//!
+//! * `kv`: counts each sender's messages and refuses them past `limit`.
+//! * `http`: before a room is created, asks `ask_url`; a body of `deny`
+//!   refuses the room (`M_DENIED_BY_REMOTE`).
+//!
+//! A refused host call becomes the refusal's error code, so tests can see
+//! which one it was: `M_KV_NOT_GRANTED`, `M_KV_QUOTA`, `M_KV_FAILED`,
+//! `M_HTTP_NOT_GRANTED`, `M_HTTP_FAILED` (with the host's reason).
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{
+    OnceLock,
+    atomic::{AtomicU32, Ordering},
+};
 
-use myelin_sdk::{Callback, Event, HostError, Plugin, SpamChecker, SpamVerdict, kv};
+use myelin_sdk::{Callback, Event, HostError, Plugin, SpamChecker, SpamVerdict, http, kv};
 use serde::Deserialize;
 
 static LIMIT: AtomicU32 = AtomicU32::new(u32::MAX);
+static ASK_URL: OnceLock<String> = OnceLock::new();
 
 #[derive(Deserialize)]
 struct Config {
+    #[serde(default = "no_limit")]
     limit: u32,
+    ask_url: Option<String>,
+}
+
+fn no_limit() -> u32 {
+    u32::MAX
 }
 
 struct TestGrants;
 
 impl Plugin for TestGrants {
     fn init(config: &str) -> Result<Vec<Callback>, String> {
-        let Config { limit } = myelin_sdk::parse_config(config)?;
+        let Config { limit, ask_url } = myelin_sdk::parse_config(config)?;
         LIMIT.store(limit, Ordering::Relaxed);
-        Ok(vec![Callback::CheckEventForSpam])
+        if let Some(url) = ask_url {
+            ASK_URL.get_or_init(|| url);
+        }
+        Ok(vec![
+            Callback::CheckEventForSpam,
+            Callback::UserMayCreateRoom,
+        ])
     }
 }
 
@@ -52,6 +73,23 @@ fn count(event: &Event) -> Result<SpamVerdict, HostError> {
 impl SpamChecker for TestGrants {
     fn check_event_for_spam(event: &Event) -> SpamVerdict {
         count(event).unwrap_or_else(refusal)
+    }
+
+    fn user_may_create_room(_user_id: &str, _request: &str) -> SpamVerdict {
+        let Some(url) = ASK_URL.get() else {
+            return SpamVerdict::NotSpam;
+        };
+        match http::get(url) {
+            Ok(response) if response.body == b"deny" => {
+                SpamVerdict::reject("M_DENIED_BY_REMOTE", "the remote said no")
+            }
+            Ok(_) => SpamVerdict::NotSpam,
+            Err(HostError::NotGranted) => {
+                SpamVerdict::reject("M_HTTP_NOT_GRANTED", "the http grant does not cover this")
+            }
+            Err(HostError::Failed(why)) => SpamVerdict::reject("M_HTTP_FAILED", why),
+            Err(HostError::QuotaExceeded) => SpamVerdict::reject("M_HTTP_FAILED", "quota"),
+        }
     }
 }
 
