@@ -50,6 +50,7 @@ pub async fn prepare(config: Config, config_files: Vec<PathBuf>) -> anyhow::Resu
     let rooms = Rooms::new(storage.clone(), signing_key.clone()).await?;
     let services = HostServices {
         kv: Some(Arc::new(storage.clone())),
+        queries: Some(Arc::new(storage.clone())),
     };
     let plugins = PluginSet::load(&plugin_cache(&config), &config.modules, services.clone())
         .await

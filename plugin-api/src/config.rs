@@ -70,6 +70,9 @@ pub struct Grants {
     pub kv: Option<KvGrant>,
     /// Outbound HTTP to listed hosts.
     pub http: Option<HttpGrant>,
+    /// Read-only queries: profiles, rooms' current state, membership, admins.
+    #[serde(default)]
+    pub queries: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

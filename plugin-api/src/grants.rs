@@ -7,7 +7,7 @@ use std::{future::Future, pin::Pin, sync::Arc};
 use crate::{
     bindings::myelin::plugin::{
         host,
-        types::{HostError, HttpRequest, HttpResponse},
+        types::{Event, HostError, HttpRequest, HttpResponse, UserProfile},
     },
     config::Grants,
     http::HttpClient,
@@ -40,10 +40,31 @@ pub trait KvBackend: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Vec<String>, String>>;
 }
 
+/// Read-only questions plugins may ask the server (grant `queries`).
+pub trait QueryBackend: Send + Sync + 'static {
+    fn profile<'a>(
+        &'a self,
+        user_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<UserProfile>, String>>;
+    fn room_state<'a>(
+        &'a self,
+        room_id: &'a str,
+        event_type: &'a str,
+        state_key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Event>, String>>;
+    fn is_joined<'a>(
+        &'a self,
+        user_id: &'a str,
+        room_id: &'a str,
+    ) -> BoxFuture<'a, Result<bool, String>>;
+    fn is_admin<'a>(&'a self, user_id: &'a str) -> BoxFuture<'a, Result<bool, String>>;
+}
+
 /// The server's side of the grants, shared by every plugin.
 #[derive(Clone, Default)]
 pub struct HostServices {
     pub kv: Option<Arc<dyn KvBackend>>,
+    pub queries: Option<Arc<dyn QueryBackend>>,
 }
 
 /// One instance's view: what its plugin was granted, and the backends.
@@ -56,6 +77,13 @@ pub struct Granted {
 }
 
 impl Granted {
+    fn queries(&self) -> Result<&dyn QueryBackend, HostError> {
+        match (self.grants.queries, &self.services.queries) {
+            (true, Some(backend)) => Ok(&**backend),
+            _ => Err(HostError::NotGranted),
+        }
+    }
+
     /// The key-value backend and quota, if granted.
     fn kv(&self) -> Result<(&dyn KvBackend, u64), HostError> {
         match (&self.grants.kv, &self.services.kv) {
@@ -96,6 +124,41 @@ impl host::Host for InstanceState {
         kv.list(&self.plugin, &prefix)
             .await
             .map_err(HostError::Failed)
+    }
+
+    async fn get_profile(&mut self, user_id: String) -> Result<Option<UserProfile>, HostError> {
+        let queries = self.granted.queries()?;
+        queries.profile(&user_id).await.map_err(HostError::Failed)
+    }
+
+    async fn get_room_state(
+        &mut self,
+        room_id: String,
+        event_type: String,
+        state_key: String,
+    ) -> Result<Option<Event>, HostError> {
+        let queries = self.granted.queries()?;
+        queries
+            .room_state(&room_id, &event_type, &state_key)
+            .await
+            .map_err(HostError::Failed)
+    }
+
+    async fn is_user_in_room(
+        &mut self,
+        user_id: String,
+        room_id: String,
+    ) -> Result<bool, HostError> {
+        let queries = self.granted.queries()?;
+        queries
+            .is_joined(&user_id, &room_id)
+            .await
+            .map_err(HostError::Failed)
+    }
+
+    async fn is_server_admin(&mut self, user_id: String) -> Result<bool, HostError> {
+        let queries = self.granted.queries()?;
+        queries.is_admin(&user_id).await.map_err(HostError::Failed)
     }
 
     async fn http_fetch(&mut self, request: HttpRequest) -> Result<HttpResponse, HostError> {

@@ -19,7 +19,7 @@ use std::{path::Path, sync::Arc};
 pub use self::{
     bindings::myelin::plugin::types::{Callback, Event, LogLevel, UserProfile},
     config::{Grants, Limits, ModuleConfig, OnError},
-    grants::{BoxFuture, HostServices, KvBackend},
+    grants::{BoxFuture, HostServices, KvBackend, QueryBackend},
     plugin::{Fault, LoadError, Plugin},
     runtime::Runtime,
     spam::{Registration, Verdict},

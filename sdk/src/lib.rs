@@ -493,3 +493,60 @@ pub mod http {
         })
     }
 }
+
+/// Read-only questions to the server, with the operator's `queries` grant;
+/// otherwise [`HostError::NotGranted`]. Outside WebAssembly never granted.
+pub mod queries {
+    use super::{Event, HostError, UserProfile};
+
+    #[cfg(target_arch = "wasm32")]
+    use crate::bindings::myelin::plugin::host;
+
+    /// A local user's profile; `None` for an unknown user.
+    pub fn profile(user_id: &str) -> Result<Option<UserProfile>, HostError> {
+        #[cfg(target_arch = "wasm32")]
+        return host::get_profile(user_id);
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let _ = user_id;
+            Err(HostError::NotGranted)
+        }
+    }
+
+    /// A room's current state event of that type and key.
+    pub fn room_state(
+        room_id: &str,
+        event_type: &str,
+        state_key: &str,
+    ) -> Result<Option<Event>, HostError> {
+        #[cfg(target_arch = "wasm32")]
+        return host::get_room_state(room_id, event_type, state_key);
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let _ = (room_id, event_type, state_key);
+            Err(HostError::NotGranted)
+        }
+    }
+
+    /// Whether the user is joined to the room.
+    pub fn is_user_in_room(user_id: &str, room_id: &str) -> Result<bool, HostError> {
+        #[cfg(target_arch = "wasm32")]
+        return host::is_user_in_room(user_id, room_id);
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let _ = (user_id, room_id);
+            Err(HostError::NotGranted)
+        }
+    }
+
+    /// Whether the user is a server admin.
+    pub fn is_server_admin(user_id: &str) -> Result<bool, HostError> {
+        #[cfg(target_arch = "wasm32")]
+        return host::is_server_admin(user_id);
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let _ = user_id;
+            Err(HostError::NotGranted)
+        }
+    }
+}

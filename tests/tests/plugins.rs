@@ -698,3 +698,63 @@ async fn the_http_grant_reaches_only_allowed_public_hosts() {
         "no refused request reached the server"
     );
 }
+
+/// The `queries` grant answers who is an admin, a user's profile, a room's
+/// state and membership; without it the plugin gets `not-granted`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queries_grant_reads_server_data_and_is_refused_without_it() {
+    let scenario = async |grants: &str| {
+        let plugin = module("test-grants", json!({}), &format!("    grants: {grants}\n"));
+        let server = server_with(&[plugin], "").await;
+        let (_, root) = server.register_user("root", PASSWORD, true).await;
+        let (_, alice) = server.register_user("alice", PASSWORD, false).await;
+        server.register_user("bob", PASSWORD, false).await;
+        let (status, _) = server
+            .request(
+                Method::PUT,
+                &format!("/_matrix/client/v3/profile/@bob:{SERVER_NAME}/displayname"),
+                Some(&alice),
+                Some(json!({ "displayname": "Bobby" })),
+            )
+            .await;
+        assert_eq!(status, 403, "only Bob changes Bob's name");
+        let (_, room) = create_room(
+            &server,
+            &alice,
+            json!({ "name": "Garden", "preset": "public_chat" }),
+        )
+        .await;
+        let room = room["room_id"].as_str().unwrap().to_owned();
+        let (_, _) = server
+            .post(
+                &format!("/_matrix/client/v3/rooms/{room}/join"),
+                Some(&root),
+                json!({}),
+            )
+            .await;
+        let invite = async |token: &str, who: &str| {
+            server
+                .post(
+                    &format!("/_matrix/client/v3/rooms/{room}/invite"),
+                    Some(token),
+                    json!({ "user_id": format!("@{who}:{SERVER_NAME}") }),
+                )
+                .await
+        };
+        let by_alice = invite(&alice, "bob").await;
+        let by_root = invite(&root, "bob").await;
+        (by_alice, by_root)
+    };
+
+    let (by_alice, by_root) = scenario("{queries: true}").await;
+    assert_error(&by_alice, 403, "M_NOT_ADMIN");
+    let message = by_alice.1["error"].as_str().unwrap();
+    assert!(
+        message.contains("bob") && message.contains("Garden") && message.contains("joined: true"),
+        "{message}"
+    );
+    assert_eq!(by_root.0, 200, "{}", by_root.1);
+
+    let (by_alice, _) = scenario("{}").await;
+    assert_error(&by_alice, 403, "M_QUERIES_NOT_GRANTED");
+}

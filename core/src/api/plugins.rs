@@ -2,7 +2,7 @@
 //! the plugin contract speaks, and the storage behind plugins' grants.
 
 use http::StatusCode;
-use myelin_plugin_api::{BoxFuture, Event, Verdict};
+use myelin_plugin_api::{BoxFuture, Event, UserProfile, Verdict};
 use ruma::api::error::StandardErrorBody;
 
 use super::error::{ApiResult, MatrixError};
@@ -89,6 +89,59 @@ impl myelin_plugin_api::KvBackend for crate::storage::Storage {
             self.plugin_kv_list(plugin, prefix)
                 .await
                 .map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// The `queries` grant: read-only answers from the homeserver's database.
+impl myelin_plugin_api::QueryBackend for crate::storage::Storage {
+    fn profile<'a>(
+        &'a self,
+        user_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<UserProfile>, String>> {
+        Box::pin(async move {
+            let profile = self.profile(user_id).await.map_err(|e| e.to_string())?;
+            Ok(profile.map(|p| UserProfile {
+                user_id: user_id.to_owned(),
+                display_name: p.displayname,
+                avatar_url: p.avatar_url,
+            }))
+        })
+    }
+
+    fn room_state<'a>(
+        &'a self,
+        room_id: &'a str,
+        event_type: &'a str,
+        state_key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Event>, String>> {
+        Box::pin(async move {
+            let stored = self
+                .current_state_event(room_id, event_type, state_key)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(stored.map(|e| event(&e.pdu)))
+        })
+    }
+
+    fn is_joined<'a>(
+        &'a self,
+        user_id: &'a str,
+        room_id: &'a str,
+    ) -> BoxFuture<'a, Result<bool, String>> {
+        Box::pin(async move {
+            let membership = self
+                .membership(room_id, user_id)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(membership.is_some_and(|(m, _)| m == "join"))
+        })
+    }
+
+    fn is_admin<'a>(&'a self, user_id: &'a str) -> BoxFuture<'a, Result<bool, String>> {
+        Box::pin(async move {
+            let user = self.user(user_id).await.map_err(|e| e.to_string())?;
+            Ok(user.is_some_and(|u| u.is_admin))
         })
     }
 }

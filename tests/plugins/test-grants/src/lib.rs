@@ -3,17 +3,20 @@
 //! * `kv`: counts each sender's messages and refuses them past `limit`.
 //! * `http`: before a room is created, asks `ask_url`; a body of `deny`
 //!   refuses the room (`M_DENIED_BY_REMOTE`).
+//! * `queries`: only server admins may invite, and anyone else is told, by
+//!   name, who they may not invite where (`M_NOT_ADMIN`).
 //!
 //! A refused host call becomes the refusal's error code, so tests can see
 //! which one it was: `M_KV_NOT_GRANTED`, `M_KV_QUOTA`, `M_KV_FAILED`,
-//! `M_HTTP_NOT_GRANTED`, `M_HTTP_FAILED` (with the host's reason).
+//! `M_HTTP_NOT_GRANTED`, `M_HTTP_FAILED` (with the host's reason),
+//! `M_QUERIES_NOT_GRANTED`.
 
 use std::sync::{
     OnceLock,
     atomic::{AtomicU32, Ordering},
 };
 
-use myelin_sdk::{Callback, Event, HostError, Plugin, SpamChecker, SpamVerdict, http, kv};
+use myelin_sdk::{Callback, Event, HostError, Plugin, SpamChecker, SpamVerdict, http, kv, queries};
 use serde::Deserialize;
 
 static LIMIT: AtomicU32 = AtomicU32::new(u32::MAX);
@@ -42,6 +45,7 @@ impl Plugin for TestGrants {
         Ok(vec![
             Callback::CheckEventForSpam,
             Callback::UserMayCreateRoom,
+            Callback::UserMayInvite,
         ])
     }
 }
@@ -70,7 +74,37 @@ fn count(event: &Event) -> Result<SpamVerdict, HostError> {
     Ok(SpamVerdict::NotSpam)
 }
 
+fn only_admins_invite(
+    inviter: &str,
+    invitee: &str,
+    room_id: &str,
+) -> Result<SpamVerdict, HostError> {
+    if queries::is_server_admin(inviter)? {
+        return Ok(SpamVerdict::NotSpam);
+    }
+    let name = queries::profile(invitee)?
+        .and_then(|p| p.display_name)
+        .unwrap_or_else(|| invitee.to_owned());
+    let room = queries::room_state(room_id, "m.room.name", "")?
+        .and_then(|e| e.content_json()["name"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| room_id.to_owned());
+    let joined = queries::is_user_in_room(inviter, room_id)?;
+    Ok(SpamVerdict::reject(
+        "M_NOT_ADMIN",
+        format!("only admins invite: not {name} to {room} (you are joined: {joined})"),
+    ))
+}
+
 impl SpamChecker for TestGrants {
+    fn user_may_invite(inviter: &str, invitee: &str, room_id: &str) -> SpamVerdict {
+        only_admins_invite(inviter, invitee, room_id).unwrap_or_else(|err| match err {
+            HostError::NotGranted => {
+                SpamVerdict::reject("M_QUERIES_NOT_GRANTED", "the queries grant is missing")
+            }
+            other => refusal(other),
+        })
+    }
+
     fn check_event_for_spam(event: &Event) -> SpamVerdict {
         count(event).unwrap_or_else(refusal)
     }
