@@ -182,7 +182,7 @@ fn load(c: &mut Criterion) {
             })
         })
     });
-    let runtime = Runtime::new(cache_dir, modules[0].limits.memory_bytes()).unwrap();
+    let runtime = Runtime::new(cache_dir, modules[0].limits.memory_bytes(), 1).unwrap();
     group.bench_function("plugin", |b| {
         b.to_async(&rt).iter_custom(|iters| {
             time_loads(iters, || async {

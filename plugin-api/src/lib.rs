@@ -47,7 +47,7 @@ impl PluginSet {
             .map(|m| m.limits.memory_bytes())
             .max()
             .unwrap_or_default();
-        let runtime = Runtime::new(cache_dir, largest).map_err(|e| LoadError {
+        let runtime = Runtime::new(cache_dir, largest, modules.len()).map_err(|e| LoadError {
             path: cache_dir.to_owned(),
             problem: format!("{e:#}"),
         })?;

@@ -13,6 +13,7 @@ use std::{
 };
 
 use parking_lot::Mutex;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::{
     Store, StoreLimits, StoreLimitsBuilder, Trap,
     component::{HasSelf, Linker, ResourceTable},
@@ -27,7 +28,7 @@ use crate::{
     config::{Limits, ModuleConfig, OnError},
     grants::{Granted, HostServices},
     http::HttpClient,
-    runtime::{EPOCH_TICK, Runtime},
+    runtime::{EPOCH_TICK, INSTANCES_PER_PLUGIN, Runtime},
     stats::PluginStats,
 };
 
@@ -106,6 +107,12 @@ pub(crate) struct Warm {
     pub(crate) bindings: bindings::Plugin,
 }
 
+/// An instance checked out for one call, holding one of the plugin's slots.
+pub(crate) struct Lease {
+    pub(crate) warm: Warm,
+    _slot: OwnedSemaphorePermit,
+}
+
 /// Why a plugin could not be loaded; the server refuses to start with it.
 #[derive(Debug, thiserror::Error)]
 #[error("plugin {path}: {problem}")]
@@ -128,6 +135,8 @@ pub struct Plugin {
     runtime: Arc<Runtime>,
     pre: PluginPre<InstanceState>,
     pool: Mutex<Vec<Warm>>,
+    /// Bounds the instances alive at once (see `INSTANCES_PER_PLUGIN`).
+    slots: Arc<Semaphore>,
 }
 
 impl Plugin {
@@ -191,6 +200,7 @@ impl Plugin {
             runtime: runtime.clone(),
             pre,
             pool: Mutex::new(Vec::new()),
+            slots: Arc::new(Semaphore::new(INSTANCES_PER_PLUGIN)),
         };
         let init_failed = |fault: Fault| fail(format!("its init failed ({})", fault.as_str()));
         let (warm, registered) = plugin.instantiate().await.map_err(|err| {
@@ -246,23 +256,29 @@ impl Plugin {
         }
     }
 
-    /// A warm instance with the plugin's deadline set, for one call.
-    pub(crate) async fn checkout(&self) -> Result<Warm, Fault> {
-        let ticks = self.deadline_ticks();
+    /// A warm instance with the plugin's deadline set, for one call; waits
+    /// while all of the plugin's instances are busy.
+    pub(crate) async fn checkout(&self) -> Result<Lease, Fault> {
+        let slot = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
         let mut warm = self.instance().await.map_err(|err| {
             tracing::warn!(plugin = &*self.name, error = %format!("{err:#}"), "plugin instantiation failed");
             Fault::classify(&err)
         })?;
-        warm.store.set_epoch_deadline(ticks);
-        Ok(warm)
+        warm.store.set_epoch_deadline(self.deadline_ticks());
+        Ok(Lease { warm, _slot: slot })
     }
 
     /// Returns the instance to the pool after a successful call; after a
     /// failed one the instance is dropped and the fault reported.
-    pub(crate) fn checkin<T>(&self, warm: Warm, result: wasmtime::Result<T>) -> Result<T, Fault> {
+    pub(crate) fn checkin<T>(&self, lease: Lease, result: wasmtime::Result<T>) -> Result<T, Fault> {
         match result {
             Ok(value) => {
-                self.pool.lock().push(warm);
+                self.pool.lock().push(lease.warm);
                 Ok(value)
             }
             Err(err) => {

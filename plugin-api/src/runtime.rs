@@ -16,6 +16,10 @@ use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, component::Component,
 };
 
+/// The most instances of one plugin alive at once: calls beyond that many
+/// in flight wait for an instance instead of failing.
+pub const INSTANCES_PER_PLUGIN: usize = 32;
+
 /// How often the epoch advances: the granularity of call deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
@@ -29,15 +33,20 @@ impl Runtime {
     /// Creates the engine and starts the thread that advances its epoch.
     /// `max_memory_bytes` bounds every instance's linear memory (each
     /// plugin's own cap is enforced per store, below this).
-    pub fn new(cache_dir: &Path, max_memory_bytes: usize) -> anyhow::Result<Arc<Self>> {
+    pub fn new(
+        cache_dir: &Path,
+        max_memory_bytes: usize,
+        plugins: usize,
+    ) -> anyhow::Result<Arc<Self>> {
+        // Every slot reserves address space (not memory) up front: room for
+        // each plugin's instances, which its semaphore never exceeds.
+        let slots = (INSTANCES_PER_PLUGIN * plugins.max(1)) as u32;
         let mut pooling = PoolingAllocationConfig::default();
-        // Every slot reserves address space (not memory) up front, so the
-        // pool is sized for warm instances of a handful of plugins.
         pooling
-            .total_component_instances(256)
-            .total_core_instances(256)
-            .total_memories(256)
-            .total_tables(256)
+            .total_component_instances(slots)
+            .total_core_instances(slots)
+            .total_memories(slots)
+            .total_tables(slots)
             .max_memory_size(max_memory_bytes);
         let mut config = Config::new();
         config

@@ -64,13 +64,14 @@ macro_rules! ask {
     ($plugin:expr, $method:ident($($arg:expr),*)) => {{
         let plugin: &Plugin = $plugin;
         match plugin.checkout().await {
-            Ok(mut warm) => {
+            Ok(mut lease) => {
+                let warm = &mut lease.warm;
                 let result = warm
                     .bindings
                     .myelin_plugin_spam_checker()
                     .$method(&mut warm.store, $($arg),*)
                     .await;
-                plugin.checkin(warm, result)
+                plugin.checkin(lease, result)
             }
             Err(fault) => Err(fault),
         }

@@ -758,3 +758,28 @@ async fn the_queries_grant_reads_server_data_and_is_refused_without_it() {
     let (by_alice, _) = scenario("{}").await;
     assert_error(&by_alice, 403, "M_QUERIES_NOT_GRANTED");
 }
+
+/// Many calls at once into one plugin all get an answer (instances are
+/// pooled per plugin; beyond its 32, a call waits for one to free up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_all_get_an_answer() {
+    let spam = module(
+        "test-spam",
+        json!({ "deny_room_creators": ["@nobody:example.org"] }),
+        "",
+    );
+    let server = server_with(&[spam], "").await;
+    let (_, alice) = server.register_user("alice", PASSWORD, false).await;
+    let http = reqwest::Client::new();
+    let mut creations = tokio::task::JoinSet::new();
+    for i in 0..48 {
+        let request = http
+            .post(format!("{}/_matrix/client/v3/createRoom", server.base_url))
+            .bearer_auth(&alice)
+            .json(&json!({ "name": format!("room {i}") }));
+        creations.spawn(async move { request.send().await.unwrap().status() });
+    }
+    while let Some(status) = creations.join_next().await {
+        assert_eq!(status.unwrap(), 200);
+    }
+}
