@@ -783,3 +783,113 @@ async fn concurrent_calls_all_get_an_answer() {
         assert_eq!(status.unwrap(), 200);
     }
 }
+
+/// The first-party spam filter (`plugins/spam-filter`) does what its
+/// configuration says: words and patterns in messages and room names,
+/// blocked users and servers, invite rate limits, username rules.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_spam_filter_plugin_enforces_its_rules() {
+    let filter = module(
+        "spam-filter",
+        json!({
+            "banned_words": ["Viagra"],
+            "banned_patterns": ["bit\\.ly/\\w+"],
+            "blocked_users": ["@spam*:myelin.test"],
+            "invites_per_hour": 2,
+            "username_patterns": ["^admin"],
+        }),
+        "    grants: {kv: {quota_kib: 64}}\n",
+    );
+    let server = server_with(
+        &[filter],
+        "enable_registration: true\nenable_registration_without_verification: true\n",
+    )
+    .await;
+    let (_, alice) = server.register_user("alice", PASSWORD, false).await;
+    let (_, spammer) = server.register_user("spammer", PASSWORD, false).await;
+    for friend in ["bob", "carol", "dave"] {
+        server.register_user(friend, PASSWORD, false).await;
+    }
+    let (_, room) = create_room(&server, &alice, json!({ "preset": "public_chat" })).await;
+    let room = room["room_id"].as_str().unwrap();
+
+    assert_eq!(
+        send(&server, &alice, room, "1", "good morning").await.0,
+        200
+    );
+    let refused = send(&server, &alice, room, "2", "cheap viagra").await;
+    assert_error(&refused, 403, "M_FORBIDDEN");
+    assert!(
+        refused.1["error"].as_str().unwrap().contains("banned word"),
+        "{}",
+        refused.1
+    );
+    assert_error(
+        &send(&server, &alice, room, "3", "see bit.ly/abc").await,
+        403,
+        "M_FORBIDDEN",
+    );
+    let (status, body) = server
+        .request(
+            Method::PUT,
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/"),
+            Some(&alice),
+            Some(json!({ "name": "VIAGRA deals" })),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(bodies(&server, &alice, room).await, ["good morning"]);
+
+    // Blocked users can neither create rooms nor join them.
+    assert_eq!(create_room(&server, &spammer, json!({})).await.0, 403);
+    let (status, _) = server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/join"),
+            Some(&spammer),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 403);
+
+    // Two invites an hour.
+    let invite = async |who: &str| {
+        server
+            .post(
+                &format!("/_matrix/client/v3/rooms/{room}/invite"),
+                Some(&alice),
+                json!({ "user_id": format!("@{who}:{SERVER_NAME}") }),
+            )
+            .await
+    };
+    assert_eq!(invite("bob").await.0, 200);
+    assert_eq!(invite("carol").await.0, 200);
+    let third = invite("dave").await;
+    assert_error(&third, 403, "M_FORBIDDEN");
+    assert!(
+        third.1["error"]
+            .as_str()
+            .unwrap()
+            .contains("invites this hour"),
+        "{}",
+        third.1
+    );
+
+    // Usernames matching a pattern may not register.
+    let first = server
+        .post(
+            "/_matrix/client/v3/register",
+            None,
+            json!({ "username": "administrator", "password": PASSWORD }),
+        )
+        .await;
+    let session = first.1["session"].as_str().unwrap_or_default().to_owned();
+    let refused = server
+        .post(
+            "/_matrix/client/v3/register",
+            None,
+            json!({ "username": "administrator", "password": PASSWORD, "auth": { "type": "m.login.dummy", "session": session } }),
+        )
+        .await;
+    assert_error(&refused, 403, "M_FORBIDDEN");
+    assert!(server.logs().contains("refused"), "refusals are logged");
+}
