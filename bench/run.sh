@@ -3,6 +3,8 @@
 # existing database, idle RSS, and the load generator's phases.
 # Usage: bench/run.sh [extra myelin-bench args]
 #   e.g. bench/run.sh --phases send --concurrency 10 --seconds 10
+# EXTRA_CONFIG, if set, is appended to the server's homeserver.yaml (e.g. a
+# `modules:` section; see bench/plugin-overhead.sh).
 # The server's pid is passed on, so each phase also reports server CPU time
 # per request; the server's warnings and errors are shown at the end.
 set -euo pipefail
@@ -31,6 +33,7 @@ rc_invites:
   per_room: {per_second: 100000, burst_count: 100000}
   per_user: {per_second: 100000, burst_count: 100000}
 log_config: "$DIR/log.yaml"
+${EXTRA_CONFIG:-}
 YAML
 # Request logging at WARNING, as one would run under load.
 printf 'root:\n  level: WARNING\n' > "$DIR/log.yaml"

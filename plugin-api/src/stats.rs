@@ -1,7 +1,11 @@
 //! What each plugin did: calls per callback by outcome, latency histograms,
 //! and the last failure, for `/metrics` and the admin listing.
 
-use std::{collections::BTreeMap, fmt::Write, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt::Write,
+    time::Duration,
+};
 
 use parking_lot::Mutex;
 
@@ -44,7 +48,7 @@ pub struct CallbackStats {
 
 #[derive(Default)]
 pub struct PluginStats {
-    callbacks: Mutex<BTreeMap<String, CallbackStats>>,
+    callbacks: Mutex<HashMap<Callback, CallbackStats>>,
     last_error: Mutex<Option<String>>,
 }
 
@@ -66,7 +70,7 @@ pub fn callback_name(callback: Callback) -> String {
 impl PluginStats {
     pub fn record(&self, callback: Callback, outcome: Outcome, elapsed: Duration) {
         let mut callbacks = self.callbacks.lock();
-        let stats = callbacks.entry(callback_name(callback)).or_default();
+        let stats = callbacks.entry(callback).or_default();
         *stats.outcomes.entry(outcome.label()).or_default() += 1;
         stats.calls += 1;
         let seconds = elapsed.as_secs_f64();
@@ -82,8 +86,13 @@ impl PluginStats {
         *self.last_error.lock() = Some(error);
     }
 
+    /// Counters by callback name, in name order.
     pub fn callbacks(&self) -> BTreeMap<String, CallbackStats> {
-        self.callbacks.lock().clone()
+        self.callbacks
+            .lock()
+            .iter()
+            .map(|(callback, stats)| (callback_name(*callback), stats.clone()))
+            .collect()
     }
 
     pub fn last_error(&self) -> Option<String> {

@@ -28,10 +28,17 @@ pub fn check(verdict: Verdict) -> ApiResult<()> {
 
 /// An event as plugins see it.
 pub fn event(pdu: &Pdu) -> Event {
+    // Parsing the whole PDU is only worth it when it has `unsigned` (new
+    // events, the ones spam checks see, never do).
     let unsigned = pdu
-        .object()
-        .get("unsigned")
-        .map(|u| serde_json::Value::from(u.clone()).to_string());
+        .json
+        .contains("\"unsigned\"")
+        .then(|| {
+            pdu.object()
+                .get("unsigned")
+                .map(|u| serde_json::Value::from(u.clone()).to_string())
+        })
+        .flatten();
     Event {
         event_id: pdu.event_id.to_string(),
         room_id: pdu.room_id.to_string(),
