@@ -76,6 +76,28 @@ macro_rules! stored_event {
     }};
 }
 
+/// Every row as a [`StoredEvent`].
+macro_rules! stored_events {
+    ($rows:expr) => {{
+        let rows = $rows;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            out.push(stored_event!(row));
+        }
+        out
+    }};
+}
+
+/// An optional row as an optional [`StoredEvent`].
+macro_rules! optional_stored_event {
+    ($row:expr) => {
+        match $row {
+            Some(row) => Some(stored_event!(row)),
+            None => None,
+        }
+    };
+}
+
 const EVENT_COLUMNS: &str = "event_id, json, stream_ordering, state_group, redacted_by";
 
 impl Storage {
@@ -308,11 +330,7 @@ impl Storage {
             .bind(room_id)
             .fetch_all(pool)
             .await?;
-            let mut out = Vec::with_capacity(rows.len());
-            for row in rows {
-                out.push(stored_event!(row));
-            }
-            Ok(out)
+            Ok(stored_events!(rows))
         })
     }
 
@@ -322,10 +340,7 @@ impl Storage {
                 .bind(event_id)
                 .fetch_optional(pool)
                 .await?;
-            Ok(match row {
-                Some(row) => Some(stored_event!(row)),
-                None => None,
-            })
+            Ok(optional_stored_event!(row))
         })
     }
 
@@ -482,10 +497,7 @@ impl Storage {
             .bind(state_key)
             .fetch_optional(pool)
             .await?;
-            Ok(match row {
-                Some(row) => Some(stored_event!(row)),
-                None => None,
-            })
+            Ok(optional_stored_event!(row))
         })
     }
 
@@ -571,11 +583,7 @@ impl Storage {
                 .bind(limit)
                 .fetch_all(pool)
                 .await?;
-            let mut out = Vec::with_capacity(rows.len());
-            for row in rows {
-                out.push(stored_event!(row));
-            }
-            Ok(out)
+            Ok(stored_events!(rows))
         })
     }
 
@@ -610,10 +618,7 @@ impl Storage {
         };
         read!(self, pool => {
             let row = sqlx::query(&sql).bind(room_id).bind(ts).fetch_optional(pool).await?;
-            Ok(match row {
-                Some(row) => Some(stored_event!(row)),
-                None => None,
-            })
+            Ok(optional_stored_event!(row))
         })
     }
 

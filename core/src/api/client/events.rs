@@ -24,7 +24,9 @@ use serde_json::{Value, json};
 
 use myelin_plugin_api::{Callback, Verdict};
 
-use super::room_access::{check_room_id, find_room, serve};
+use super::room_access::{
+    check_room_id, event_in_room, find_room, readable_state_group, serve, visible_event_in_room,
+};
 use crate::{
     api::{
         error::{ApiResult, MatrixError},
@@ -37,7 +39,6 @@ use crate::{
         pdu::EventDraft,
         pdu::Pdu,
         power::{PowerLevels, check_integer_levels},
-        visibility::filter_visible,
     },
     state::AppState,
     storage::rooms::StoredEvent,
@@ -222,12 +223,7 @@ pub async fn redact(
     let body = &req.body;
     let session = req.session();
     let (_, rules) = find_room(&state, &body.room_id).await?;
-    let target = state
-        .storage
-        .event(body.event_id.as_str())
-        .await?
-        .filter(|e| e.pdu.room_id == body.room_id)
-        .ok_or_else(|| MatrixError::not_found("Event not found"))?;
+    let target = event_in_room(&state, &body.room_id, &body.event_id).await?;
     let mut content = json!({});
     if let Some(reason) = &body.reason {
         content["reason"] = reason.as_str().into();
@@ -256,33 +252,6 @@ pub async fn redact(
     }
     let event_id = send_once(&state, &body.room_id, session, body.txn_id.as_str(), draft).await?;
     Ok(RumaResponse(redact_event::Response::new(event_id)))
-}
-
-/// The state a user may read: the current state while joined, the state
-/// when they left otherwise. `None` when they were never in the room.
-async fn readable_state_group(
-    state: &AppState,
-    room_id: &RoomId,
-    user: &UserId,
-) -> ApiResult<Option<i64>> {
-    match state
-        .storage
-        .membership(room_id.as_str(), user.as_str())
-        .await?
-    {
-        Some((m, _)) if m == "join" => Ok(None),
-        Some((_, event_id)) => {
-            let event = state
-                .storage
-                .event(&event_id)
-                .await?
-                .ok_or_else(MatrixError::internal)?;
-            Ok(Some(event.state_group))
-        }
-        None => Err(MatrixError::forbidden(format!(
-            "{user} is not in room {room_id}"
-        ))),
-    }
 }
 
 async fn state_events(
@@ -365,15 +334,11 @@ pub async fn get_event(
     let body = &req.body;
     let user = &req.session().user_id;
     let (_, rules) = find_room(&state, &body.room_id).await?;
-    let not_found = || MatrixError::not_found("Event not found");
-    let event = state
-        .storage
-        .event(body.event_id.as_str())
-        .await?
-        .filter(|e| e.pdu.room_id == body.room_id)
-        .ok_or_else(not_found)?;
-    let visible = filter_visible(&state.storage, user, &body.room_id, vec![event]).await?;
-    let served = serve(&state, &rules, &visible).await?;
-    let event = served.into_iter().next().ok_or_else(not_found)?;
+    let event = visible_event_in_room(&state, user, &body.room_id, &body.event_id).await?;
+    let served = serve(&state, &rules, std::slice::from_ref(&event)).await?;
+    let event = served
+        .into_iter()
+        .next()
+        .ok_or_else(MatrixError::internal)?;
     Ok(RumaResponse(get_room_event::Response::new(event)))
 }

@@ -5,7 +5,7 @@ use ruma::api::client::room::{
     report_content::v3 as report_content, report_room::v3 as report_room,
 };
 
-use super::room_access::{find_room, membership};
+use super::room_access::{event_in_room, find_room, membership};
 use crate::{
     api::{
         error::{ApiResult, MatrixError},
@@ -29,12 +29,7 @@ pub async fn report_event(
     if membership(&state, &body.room_id, user).await? != "join" {
         return Err(not_found());
     }
-    state
-        .storage
-        .event(body.event_id.as_str())
-        .await?
-        .filter(|e| e.pdu.room_id == body.room_id)
-        .ok_or_else(not_found)?;
+    event_in_room(&state, &body.room_id, &body.event_id).await?;
     state
         .storage
         .report_event(

@@ -4,11 +4,13 @@
 
 use std::collections::HashMap;
 
-use ruma::{RoomId, UserId, room_version_rules::RoomVersionRules, serde::Raw};
+use ruma::{EventId, RoomId, UserId, room_version_rules::RoomVersionRules, serde::Raw};
 
 use crate::{
     api::error::{ApiResult, MatrixError},
-    rooms::{AppendError, create::CreateError, pdu::PduError, versions},
+    rooms::{
+        AppendError, create::CreateError, pdu::PduError, versions, visibility::filter_visible,
+    },
     state::AppState,
     storage::rooms::{RoomRecord, StoredEvent},
 };
@@ -144,4 +146,60 @@ pub fn parse_token(token: &str) -> ApiResult<i64> {
 
 pub fn token(position: i64) -> String {
     format!("s{position}")
+}
+
+/// The state a user may read: the current state (`None`) while joined, the
+/// state when they left otherwise; 403 when they were never in the room.
+pub async fn readable_state_group(
+    state: &AppState,
+    room_id: &RoomId,
+    user: &UserId,
+) -> ApiResult<Option<i64>> {
+    match state
+        .storage
+        .membership(room_id.as_str(), user.as_str())
+        .await?
+    {
+        Some((m, _)) if m == "join" => Ok(None),
+        Some((_, event_id)) => {
+            let event = state
+                .storage
+                .event(&event_id)
+                .await?
+                .ok_or_else(MatrixError::internal)?;
+            Ok(Some(event.state_group))
+        }
+        None => Err(MatrixError::forbidden(format!(
+            "{user} is not in room {room_id}"
+        ))),
+    }
+}
+
+/// An event of this room; 404 when there is none.
+pub async fn event_in_room(
+    state: &AppState,
+    room_id: &RoomId,
+    event_id: &EventId,
+) -> ApiResult<StoredEvent> {
+    state
+        .storage
+        .event(event_id.as_str())
+        .await?
+        .filter(|e| e.pdu.room_id == room_id)
+        .ok_or_else(|| MatrixError::not_found("Event not found"))
+}
+
+/// An event of this room the user may see; 404 otherwise, so that its
+/// existence is not revealed.
+pub async fn visible_event_in_room(
+    state: &AppState,
+    user: &UserId,
+    room_id: &RoomId,
+    event_id: &EventId,
+) -> ApiResult<StoredEvent> {
+    let event = event_in_room(state, room_id, event_id).await?;
+    filter_visible(&state.storage, user, room_id, vec![event])
+        .await?
+        .pop()
+        .ok_or_else(|| MatrixError::not_found("Event not found"))
 }

@@ -22,7 +22,10 @@ use ruma::{
     },
 };
 
-use super::room_access::{find_room, parse_token, require_joined, serve, token};
+use super::room_access::{
+    find_room, parse_token, readable_state_group, require_joined, serve, token,
+    visible_event_in_room,
+};
 use crate::{
     api::{
         error::{ApiResult, MatrixError},
@@ -184,17 +187,7 @@ pub async fn get_context(
     let user = &req.session().user_id;
     let (_, rules) = find_room(&state, &body.room_id).await?;
     require_member_once(&state, &body.room_id, user).await?;
-    let not_found = || MatrixError::not_found("Event not found");
-    let event = state
-        .storage
-        .event(body.event_id.as_str())
-        .await?
-        .filter(|e| e.pdu.room_id == body.room_id)
-        .ok_or_else(not_found)?;
-    let event = filter_visible(&state.storage, user, &body.room_id, vec![event])
-        .await?
-        .pop()
-        .ok_or_else(not_found)?;
+    let event = visible_event_in_room(&state, user, &body.room_id, &body.event_id).await?;
     let limit = u64::from(body.filter.limit.unwrap_or(body.limit)).min(MAX_PAGE) as usize;
     let before_limit = limit / 2;
     let after_limit = limit - before_limit;
@@ -262,19 +255,7 @@ pub async fn get_members(
     let user = &req.session().user_id;
     let room_id = &body.room_id;
     let (_, rules) = find_room(&state, room_id).await?;
-    let group = match state
-        .storage
-        .membership(room_id.as_str(), user.as_str())
-        .await?
-    {
-        Some((m, _)) if m == "join" => None,
-        Some((_, event_id)) => state.storage.event(&event_id).await?.map(|e| e.state_group),
-        None => {
-            return Err(MatrixError::forbidden(format!(
-                "{user} is not in room {room_id}"
-            )));
-        }
-    };
+    let group = readable_state_group(&state, room_id, user).await?;
     let group = match &body.at {
         Some(at) => {
             let position = parse_token(at)?;
