@@ -1,7 +1,8 @@
 //! Myelin: a Matrix homeserver whose extension system is sandboxed WebAssembly.
 //!
 //! The module tree follows the spec: `api` (client-server and admin APIs),
-//! `auth`, `rooms` (events, state and their rules), `federation`,
+//! `auth`, `rooms` (events, state and their rules), `streams` (what
+//! `/sync` follows), `push`, `federation`,
 //! `storage`, `config`; `server` wires them together.
 
 pub mod api;
@@ -10,7 +11,9 @@ pub mod cli;
 pub mod config;
 pub mod federation;
 pub mod logging;
+pub mod push;
 pub mod rooms;
 pub mod server;
 pub mod state;
 pub mod storage;
+pub mod streams;

@@ -18,9 +18,11 @@ use crate::{
     auth::{password::PasswordHasher, tokens::TokenCache, uia::UiaSessions},
     config::{Config, ListenerKind, Resource},
     federation::signing_key::{SigningKey, write_private_file},
+    push::{PushRules, gateway::PushGateway},
     rooms::Rooms,
     state::{AppState, RateLimiters, RegistrationSecret, Services},
     storage::Storage,
+    streams::{Live, Stream, notifier::WakeKey},
 };
 
 /// Builds the server's state from a validated configuration, read from
@@ -47,7 +49,23 @@ pub async fn prepare(config: Config, config_files: Vec<PathBuf>) -> anyhow::Resu
     tracing::info!(database = ?target, "database ready");
 
     let server_name = OwnedServerName::try_from(config.server_name.as_str())?;
-    let rooms = Rooms::new(storage.clone(), signing_key.clone()).await?;
+    let live = Arc::new(Live::new(storage.stream_positions().await?));
+    let push_rules = Arc::new(PushRules::new(storage.clone()));
+    let gateway = PushGateway::spawn(
+        storage.clone(),
+        config.ip_range_whitelist.clone(),
+        config.push.include_content,
+    );
+    let rooms = Rooms::new(
+        storage.clone(),
+        signing_key.clone(),
+        server_name.clone(),
+        live.clone(),
+        push_rules.clone(),
+        gateway,
+    )
+    .await?;
+    spawn_typing_expiry(live.clone());
     let services = HostServices {
         kv: Some(Arc::new(storage.clone())),
         queries: Some(Arc::new(storage.clone())),
@@ -69,8 +87,26 @@ pub async fn prepare(config: Config, config_files: Vec<PathBuf>) -> anyhow::Resu
         plugins: Plugins::new(plugins),
         config_files,
         plugin_services: services,
+        live,
+        push_rules,
+        sync_caches: Default::default(),
         config,
     })))
+}
+
+/// Ends typing notices whose timeout passed, waking the rooms' followers.
+fn spawn_typing_expiry(live: Arc<Live>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            let changed = live.typing.expire(|| live.positions.bump(Stream::Typing));
+            if !changed.is_empty() {
+                let keys: Vec<WakeKey> = changed.into_iter().map(WakeKey::Room).collect();
+                live.notifier.wake(&keys);
+            }
+        }
+    });
 }
 
 /// The inline secret, or the one in `registration_shared_secret_path`

@@ -6,13 +6,16 @@ use ruma::OwnedServerName;
 
 use crate::{
     api::admin::register::Nonces,
+    api::client::sync::SyncCaches,
     auth::{
         password::PasswordHasher, ratelimit::Ratelimiter, tokens::TokenCache, uia::UiaSessions,
     },
     config::Config,
     federation::signing_key::SigningKey,
+    push::PushRules,
     rooms::Rooms,
     storage::Storage,
+    streams::Live,
 };
 
 /// The shared secret for admin registration; never printed.
@@ -58,6 +61,9 @@ pub struct Services {
     /// The `-c` files the server started from, re-read to reload plugins.
     pub config_files: Vec<std::path::PathBuf>,
     pub plugin_services: myelin_plugin_api::HostServices,
+    pub live: Arc<Live>,
+    pub push_rules: Arc<PushRules>,
+    pub sync_caches: SyncCaches,
 }
 
 /// Cheap to clone: one `Arc` around the server's services.

@@ -50,19 +50,29 @@ pub fn is_public(ip: IpAddr) -> bool {
     }
 }
 
-/// Resolves names and drops the addresses the grant does not allow.
-struct CheckedResolver {
-    allow_private: bool,
+/// Resolves names and drops the addresses that are not public, unless
+/// private addresses are allowed or the address is in `also_allowed`.
+/// Also used by the server's own outbound requests (pushers).
+#[derive(Debug, Clone, Default)]
+pub struct CheckedResolver {
+    pub allow_private: bool,
+    pub also_allowed: Vec<ipnet::IpNet>,
+}
+
+impl CheckedResolver {
+    pub fn permits(&self, ip: IpAddr) -> bool {
+        self.allow_private || is_public(ip) || self.also_allowed.iter().any(|net| net.contains(&ip))
+    }
 }
 
 impl Resolve for CheckedResolver {
     fn resolve(&self, name: Name) -> Resolving {
-        let allow_private = self.allow_private;
+        let checker = self.clone();
         Box::pin(async move {
             let host = name.as_str().to_owned();
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
                 .await?
-                .filter(|addr| allow_private || is_public(addr.ip()))
+                .filter(|addr| checker.permits(addr.ip()))
                 .collect();
             if addrs.is_empty() {
                 return Err(format!("refused: {host} resolves to no public address").into());
@@ -83,6 +93,7 @@ impl HttpClient {
         let client = reqwest::Client::builder()
             .dns_resolver(Arc::new(CheckedResolver {
                 allow_private: grant.allow_private_addresses,
+                also_allowed: Vec::new(),
             }))
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_millis(grant.timeout_ms))

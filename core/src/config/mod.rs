@@ -55,6 +55,38 @@ pub struct Config {
     pub modules: Vec<myelin_plugin_api::ModuleConfig>,
     /// Serve Prometheus metrics on listeners with the `metrics` resource.
     pub enable_metrics: bool,
+    /// Private address ranges outbound requests (push gateways) may reach
+    /// anyway; everything non-public is refused otherwise.
+    pub ip_range_whitelist: Vec<ipnet::IpNet>,
+    pub push: PushConfig,
+    pub presence: PresenceConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct PushConfig {
+    /// Whether notifications sent to push gateways carry the event's content.
+    pub include_content: bool,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        Self {
+            include_content: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct PresenceConfig {
+    pub enabled: bool,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
 }
 
 impl Default for Config {
@@ -86,6 +118,9 @@ impl Default for Config {
             default_room_version: "10".to_owned(),
             modules: Vec::new(),
             enable_metrics: false,
+            ip_range_whitelist: Vec::new(),
+            push: PushConfig::default(),
+            presence: PresenceConfig::default(),
         }
     }
 }

@@ -13,6 +13,12 @@ fn glob(pattern: &str, value: &str) -> bool {
     }
 }
 
+/// Whether an event type passes a filter's `types` and `not_types`.
+pub fn types_match(types: Option<&[String]>, not_types: &[String], kind: &str) -> bool {
+    !not_types.iter().any(|p| glob(p, kind))
+        && types.is_none_or(|t| t.iter().any(|p| glob(p, kind)))
+}
+
 /// Whether the event passes the filter's type, sender, room and URL rules.
 pub fn matches(filter: &RoomEventFilter, pdu: &Pdu) -> bool {
     let kind = pdu.kind.to_string();

@@ -26,7 +26,7 @@ use std::{
 };
 
 use ruma::{
-    OwnedEventId, OwnedRoomId, RoomId, RoomVersionId, UserId,
+    OwnedEventId, OwnedRoomId, OwnedServerName, RoomId, RoomVersionId, UserId,
     events::StateEventType,
     room_version_rules::RoomVersionRules,
     state_res::{
@@ -41,10 +41,15 @@ use self::{
 };
 use crate::{
     federation::signing_key::SigningKey,
+    push::{
+        PushRules,
+        gateway::{PushGateway, PushJob},
+    },
     storage::{
         Storage,
         rooms::{EventWrite, NewStateGroup, RoomRecord, SNAPSHOT_INTERVAL, StateKey, StoredEvent},
     },
+    streams::{Live, Stream, notifier::WakeKey},
 };
 
 /// Why an event could not be appended.
@@ -109,16 +114,27 @@ pub struct Rooms {
     writer: EventWriter,
     storage: Storage,
     signing_key: Arc<SigningKey>,
+    server_name: OwnedServerName,
+    push_rules: Arc<PushRules>,
 }
 
 impl Rooms {
-    pub async fn new(storage: Storage, signing_key: Arc<SigningKey>) -> anyhow::Result<Self> {
+    pub async fn new(
+        storage: Storage,
+        signing_key: Arc<SigningKey>,
+        server_name: OwnedServerName,
+        live: Arc<Live>,
+        push_rules: Arc<PushRules>,
+        gateway: PushGateway,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
             heads: Default::default(),
             next_state_group: AtomicI64::new(storage.max_state_group().await? + 1),
-            writer: EventWriter::spawn(storage.clone()),
+            writer: EventWriter::spawn(storage.clone(), published(live, gateway)),
             storage,
             signing_key,
+            server_name,
+            push_rules,
         })
     }
 
@@ -258,6 +274,7 @@ impl Rooms {
         let outcome = f(&mut appender).await;
         // Whatever was appended is already the head's state: it is written
         // even if `f` failed later.
+        appender.evaluate_push_rules().await;
         let pending = appender.submit();
         drop(guard);
         wait_durable(pending).await?;
@@ -320,11 +337,41 @@ impl Rooms {
             *guard = None;
             return outcome.map(|value| (room_id, value));
         }
+        appender.evaluate_push_rules().await;
         let pending = appender.submit();
         drop(guard);
         wait_durable(pending).await?;
         outcome.map(|value| (room_id, value))
     }
+}
+
+/// What happens once events are committed: their position is published,
+/// `/sync` requests following their rooms (and the targets of membership
+/// changes) wake, and notified users' pushers are fed.
+fn published(live: Arc<Live>, gateway: PushGateway) -> writer::OnCommit {
+    Box::new(move |writes, orderings| {
+        let mut keys = Vec::new();
+        for write in writes {
+            let pdu = &write.pdu;
+            keys.push(WakeKey::Room(pdu.room_id.clone()));
+            if pdu.kind.to_string() == "m.room.member"
+                && let Some(target) = pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok())
+            {
+                keys.push(WakeKey::User(target));
+            }
+            for action in &write.push_actions {
+                gateway.enqueue(PushJob {
+                    user_id: action.user_id.clone(),
+                    pdu: pdu.clone(),
+                    actions: action.actions.clone(),
+                });
+            }
+        }
+        keys.dedup();
+        if let Some(last) = orderings.iter().max() {
+            live.publish(Stream::Events, *last, &keys);
+        }
+    })
 }
 
 async fn wait_durable(pending: Vec<oneshot::Receiver<Result<i64, ()>>>) -> Result<(), AppendError> {
@@ -351,6 +398,25 @@ impl<'a> RoomAppender<'a> {
             head,
             writes: Vec::new(),
             new_room,
+        }
+    }
+
+    /// Decides, with each local member's push rules, whom the appended
+    /// events notify; stored with the events. A failure to read rules
+    /// costs notifications, never the events.
+    async fn evaluate_push_rules(&mut self) {
+        for write in &mut self.writes {
+            match crate::push::evaluate(
+                &self.rooms.push_rules,
+                self.head,
+                &write.pdu,
+                &self.rooms.server_name,
+            )
+            .await
+            {
+                Ok(actions) => write.push_actions = actions,
+                Err(err) => tracing::warn!(error = %err, "push rules could not be evaluated"),
+            }
         }
     }
 
@@ -500,6 +566,7 @@ impl<'a> RoomAppender<'a> {
             new_state_group,
             replaces_extremities,
             txn,
+            push_actions: Vec::new(),
         });
         pdu
     }

@@ -50,6 +50,15 @@ impl PowerLevels {
             .unwrap_or_else(|| self.level("users_default", 0))
     }
 
+    /// The level needed to notify the whole room with `@room`.
+    pub fn notifications_room(&self) -> i64 {
+        self.content
+            .get("notifications")
+            .and_then(|n| n.get("room"))
+            .and_then(as_int)
+            .unwrap_or(50)
+    }
+
     pub fn redact(&self) -> i64 {
         self.level("redact", 50)
     }

@@ -32,14 +32,17 @@ impl WriteJob {
     }
 }
 
+/// Called with each committed batch and its stream orderings.
+pub type OnCommit = Box<dyn Fn(&[EventWrite], &[i64]) + Send + Sync>;
+
 pub struct EventWriter {
     queue: mpsc::UnboundedSender<WriteJob>,
 }
 
 impl EventWriter {
-    pub fn spawn(storage: Storage) -> Self {
+    pub fn spawn(storage: Storage, on_commit: OnCommit) -> Self {
         let (queue, jobs) = mpsc::unbounded_channel();
-        tokio::spawn(run(storage, jobs));
+        tokio::spawn(run(storage, jobs, on_commit));
         Self { queue }
     }
 
@@ -53,7 +56,7 @@ impl EventWriter {
     }
 }
 
-async fn run(storage: Storage, mut jobs: mpsc::UnboundedReceiver<WriteJob>) {
+async fn run(storage: Storage, mut jobs: mpsc::UnboundedReceiver<WriteJob>, on_commit: OnCommit) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (refused, accepted): (Vec<_>, Vec<_>) = batch
@@ -65,6 +68,7 @@ async fn run(storage: Storage, mut jobs: mpsc::UnboundedReceiver<WriteJob>) {
         let writes: Vec<EventWrite> = accepted.iter().map(|job| job.write.clone()).collect();
         match storage.persist_events(&writes).await {
             Ok(orderings) => {
+                on_commit(&writes, &orderings);
                 for (job, ordering) in accepted.into_iter().zip(orderings) {
                     reply(job, Ok(ordering));
                 }

@@ -100,16 +100,19 @@ impl Storage {
         })
     }
 
-    /// Deletes the devices and, through the foreign keys, their tokens.
+    /// Deletes the devices and, through the foreign keys, their tokens;
+    /// their pushers and undelivered to-device messages go with them.
     pub async fn delete_devices(&self, user_id: &str, device_ids: &[String]) -> Result<()> {
         write!(self, pool => {
             let mut tx = pool.begin().await?;
             for device_id in device_ids {
-                sqlx::query("DELETE FROM devices WHERE user_id = $1 AND device_id = $2")
-                    .bind(user_id)
-                    .bind(device_id)
-                    .execute(&mut *tx)
-                    .await?;
+                for table in ["devices", "pushers", "to_device_inbox"] {
+                    sqlx::query(&format!("DELETE FROM {table} WHERE user_id = $1 AND device_id = $2"))
+                        .bind(user_id)
+                        .bind(device_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
             }
             tx.commit().await?;
             Ok(())

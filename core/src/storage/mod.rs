@@ -7,9 +7,13 @@
 mod accounts;
 mod aliases;
 mod devices;
+pub mod ephemeral;
 mod plugin_kv;
+pub mod push;
 pub mod rooms;
+mod streams;
 mod tokens;
+pub mod user_data;
 
 use std::{str::FromStr, time::Duration};
 

@@ -10,6 +10,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use sqlx::Row;
 
+use super::push::PushActionRow;
 use super::{Result, Storage, now_ms, read, write};
 use crate::rooms::pdu::Pdu;
 
@@ -58,6 +59,8 @@ pub struct EventWrite {
     pub replaces_extremities: Vec<String>,
     /// `(user, device, txn)` for client sends.
     pub txn: Option<(String, String, String)>,
+    /// What the local members' push rules decided for this event.
+    pub push_actions: Vec<PushActionRow>,
 }
 
 macro_rules! stored_event {
@@ -163,6 +166,24 @@ impl Storage {
                 .fetch_one(&mut *tx)
                 .await?;
                 orderings.push(ordering);
+                for action in &write.push_actions {
+                    sqlx::query(
+                        "INSERT INTO event_push_actions (user_id, room_id, event_id, stream_ordering,
+                             thread_id, notify, highlight, actions, ts)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    )
+                    .bind(&action.user_id)
+                    .bind(pdu.room_id.as_str())
+                    .bind(pdu.event_id.as_str())
+                    .bind(ordering)
+                    .bind(&action.thread_id)
+                    .bind(action.notify)
+                    .bind(action.highlight)
+                    .bind(&action.actions)
+                    .bind(i64::from(pdu.origin_server_ts.get()))
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 for old in &write.replaces_extremities {
                     sqlx::query("DELETE FROM forward_extremities WHERE room_id = $1 AND event_id = $2")
                         .bind(pdu.room_id.as_str())
@@ -584,6 +605,92 @@ impl Storage {
                 .fetch_all(pool)
                 .await?;
             Ok(stored_events!(rows))
+        })
+    }
+
+    /// Every room the user has a membership in: `(room, membership, the
+    /// membership event's stream position)`.
+    pub async fn memberships_of(&self, user_id: &str) -> Result<Vec<(String, String, i64)>> {
+        read!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT c.room_id, c.membership, e.stream_ordering
+                 FROM current_state c JOIN events e ON e.event_id = c.event_id
+                 WHERE c.type = 'm.room.member' AND c.state_key = $1
+                   AND NOT EXISTS (SELECT 1 FROM forgotten_rooms f WHERE f.user_id = $1 AND f.room_id = c.room_id)",
+            )
+            .bind(user_id)
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|row| Ok((row.try_get("room_id")?, row.try_get::<Option<String>, _>("membership")?.unwrap_or_default(), row.try_get("stream_ordering")?)))
+                .collect()
+        })
+    }
+
+    /// Rooms with events in the stream range `(since, upto]`.
+    pub async fn rooms_with_events_between(&self, since: i64, upto: i64) -> Result<Vec<String>> {
+        read!(self, pool => {
+            sqlx::query_scalar(
+                "SELECT DISTINCT room_id FROM events WHERE stream_ordering > $1 AND stream_ordering <= $2",
+            )
+            .bind(since)
+            .bind(upto)
+            .fetch_all(pool)
+            .await
+        })
+    }
+
+    /// The state group after the room's last event at or before `position`.
+    pub async fn state_group_at(&self, room_id: &str, position: i64) -> Result<Option<i64>> {
+        read!(self, pool => {
+            sqlx::query_scalar(
+                "SELECT state_group FROM events WHERE room_id = $1 AND stream_ordering <= $2
+                 ORDER BY stream_ordering DESC LIMIT 1",
+            )
+            .bind(room_id)
+            .bind(position)
+            .fetch_optional(pool)
+            .await
+        })
+    }
+
+    /// The transaction IDs a device sent these events with.
+    pub async fn txn_ids(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        event_ids: &[String],
+    ) -> Result<HashMap<String, String>> {
+        if event_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let placeholders: Vec<String> = (3..event_ids.len() + 3).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT event_id, txn_id FROM event_txns
+             WHERE user_id = $1 AND device_id = $2 AND event_id IN ({})",
+            placeholders.join(", ")
+        );
+        read!(self, pool => {
+            let mut query = sqlx::query_as::<_, (String, String)>(&sql).bind(user_id).bind(device_id);
+            for id in event_ids {
+                query = query.bind(id);
+            }
+            Ok(query.fetch_all(pool).await?.into_iter().collect())
+        })
+    }
+
+    /// Users joined to at least one room the user is joined to (the user too).
+    pub async fn users_sharing_rooms(&self, user_id: &str) -> Result<Vec<String>> {
+        read!(self, pool => {
+            sqlx::query_scalar(
+                "SELECT DISTINCT m.state_key FROM current_state m
+                 WHERE m.type = 'm.room.member' AND m.membership = 'join' AND m.room_id IN
+                   (SELECT room_id FROM current_state
+                    WHERE type = 'm.room.member' AND state_key = $1 AND membership = 'join')",
+            )
+            .bind(user_id)
+            .fetch_all(pool)
+            .await
         })
     }
 

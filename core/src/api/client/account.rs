@@ -69,6 +69,7 @@ pub async fn change_password(
         state
             .tokens
             .forget_user(user_id, Some(session.device_id.as_str()));
+        super::devices::announce_device_change(&state, user_id).await?;
     }
     Ok(RumaResponse(change_password_endpoint::Response::new()))
 }

@@ -21,6 +21,7 @@ use crate::{
     },
     state::AppState,
     storage::DeviceRecord,
+    streams::{Stream, notifier::WakeKey},
 };
 
 fn to_device(record: DeviceRecord) -> Device {
@@ -128,8 +129,26 @@ pub async fn delete_devices(
 
 async fn remove_devices(state: &AppState, user_id: &str, device_ids: &[String]) -> ApiResult<()> {
     state.storage.delete_devices(user_id, device_ids).await?;
+    announce_device_change(state, user_id).await?;
     for device_id in device_ids {
         state.tokens.forget_device(user_id, device_id);
     }
+    Ok(())
+}
+
+/// Tells everyone sharing a room with the user that their devices changed
+/// (`device_lists.changed` in their next sync).
+pub async fn announce_device_change(state: &AppState, user_id: &str) -> ApiResult<()> {
+    let position = state.storage.record_device_list_change(user_id).await?;
+    let mut keys = Vec::new();
+    if let Ok(user) = ruma::OwnedUserId::try_from(user_id) {
+        keys.push(WakeKey::User(user));
+    }
+    for room in state.storage.rooms_with_membership(user_id, "join").await? {
+        if let Ok(room) = ruma::OwnedRoomId::try_from(room) {
+            keys.push(WakeKey::Room(room));
+        }
+    }
+    state.live.publish(Stream::DeviceLists, position, &keys);
     Ok(())
 }

@@ -1,27 +1,36 @@
 //! The client-server API, one file per section of the spec.
 
 pub mod account;
+pub mod account_data;
 pub mod capabilities;
 pub mod create_room;
 pub mod devices;
 pub mod directory;
 pub mod events;
+pub mod filter;
 pub mod membership;
+pub mod presence;
 pub mod profile;
+pub mod push;
+pub mod receipts;
 pub mod register;
 pub mod report;
 pub mod room_access;
 pub mod session;
+pub mod sync;
 pub mod timeline;
+pub mod to_device;
+pub mod typing;
 pub mod uia;
 pub mod upgrade;
 pub mod versions;
 
 use axum::Router;
 use ruma::api::client::{
-    account as acct, alias, context, device, directory as dir, discovery, knock,
-    membership as member, message, profile as prof, redact, room, session as sess, state as st,
-    user_directory,
+    account as acct, alias, config, context, device, directory as dir, discovery, filter as flt,
+    knock, membership as member, message, presence as pres, profile as prof, push as psh,
+    read_marker, receipt, redact, room, session as sess, state as st, sync::sync_events, tag,
+    to_device as td, typing as typ, user_directory,
 };
 
 use super::RumaRouter;
@@ -91,4 +100,38 @@ pub fn router() -> Router<AppState> {
         .endpoint::<prof::get_profile_field::v3::Request, _, _>(profile::get_field)
         .endpoint::<prof::set_profile_field::v3::Request, _, _>(profile::set_field)
         .endpoint::<user_directory::search_users::v3::Request, _, _>(profile::search_users)
+        // Sync and what it carries
+        .endpoint::<sync_events::v3::Request, _, _>(sync::sync)
+        .endpoint::<flt::create_filter::v3::Request, _, _>(filter::create)
+        .endpoint::<flt::get_filter::v3::Request, _, _>(filter::get)
+        .endpoint::<typ::create_typing_event::v3::Request, _, _>(typing::set_typing)
+        .endpoint::<receipt::create_receipt::v3::Request, _, _>(receipts::create)
+        .endpoint::<read_marker::set_read_marker::v3::Request, _, _>(receipts::set_read_markers)
+        .endpoint::<config::set_global_account_data::v3::Request, _, _>(
+            account_data::set_global_data,
+        )
+        .endpoint::<config::get_global_account_data::v3::Request, _, _>(
+            account_data::get_global_data,
+        )
+        .endpoint::<config::set_room_account_data::v3::Request, _, _>(account_data::set_room_data)
+        .endpoint::<config::get_room_account_data::v3::Request, _, _>(account_data::get_room_data)
+        .endpoint::<tag::get_tags::v3::Request, _, _>(account_data::get_room_tags)
+        .endpoint::<tag::create_tag::v3::Request, _, _>(account_data::put_room_tag)
+        .endpoint::<tag::delete_tag::v3::Request, _, _>(account_data::delete_room_tag)
+        .endpoint::<pres::set_presence::v3::Request, _, _>(presence::set)
+        .endpoint::<pres::get_presence::v3::Request, _, _>(presence::get)
+        .endpoint::<td::send_event_to_device::v3::Request, _, _>(to_device::send)
+        // Push
+        .endpoint::<psh::get_pushrules_all::v3::Request, _, _>(push::get_all)
+        .endpoint::<psh::get_pushrules_global_scope::v3::Request, _, _>(push::get_global)
+        .endpoint::<psh::get_pushrule::v3::Request, _, _>(push::get_rule)
+        .endpoint::<psh::set_pushrule::v3::Request, _, _>(push::set_rule)
+        .endpoint::<psh::delete_pushrule::v3::Request, _, _>(push::delete_rule)
+        .endpoint::<psh::get_pushrule_enabled::v3::Request, _, _>(push::get_enabled)
+        .endpoint::<psh::set_pushrule_enabled::v3::Request, _, _>(push::set_enabled)
+        .endpoint::<psh::get_pushrule_actions::v3::Request, _, _>(push::get_actions)
+        .endpoint::<psh::set_pushrule_actions::v3::Request, _, _>(push::set_actions)
+        .endpoint::<psh::get_pushers::v3::Request, _, _>(push::get_pushers)
+        .endpoint::<psh::set_pusher::v3::Request, _, _>(push::set_pusher)
+        .endpoint::<psh::get_notifications::v3::Request, _, _>(push::get_notifications)
 }

@@ -107,6 +107,21 @@ pub async fn serve<T>(
     rules: &RoomVersionRules,
     events: &[StoredEvent],
 ) -> ApiResult<Vec<Raw<T>>> {
+    Ok(client_events(state, rules, events)
+        .await?
+        .into_iter()
+        .map(|value| {
+            Raw::from_json(serde_json::value::to_raw_value(&value).expect("JSON values serialize"))
+        })
+        .collect())
+}
+
+/// As [`serve`], as JSON values for callers that add to them.
+pub async fn client_events(
+    state: &AppState,
+    rules: &RoomVersionRules,
+    events: &[StoredEvent],
+) -> ApiResult<Vec<serde_json::Value>> {
     let redaction_ids: Vec<String> = events
         .iter()
         .filter_map(|e| e.redacted_by.clone())
@@ -130,16 +145,18 @@ pub async fn serve<T>(
                 .as_ref()
                 .and_then(|id| redactions.get(id))
                 .map(|r| &*r.pdu);
-            event.pdu.to_raw(rules, because)
+            event.pdu.to_client(rules, because)
         })
         .collect())
 }
 
-/// Parses a pagination token (`s<position>`, or a bare number).
+/// Parses a pagination token (`s<position>`, or a bare number); a sync
+/// token's leading timeline position serves as one too.
 pub fn parse_token(token: &str) -> ApiResult<i64> {
-    token
+    let position = token.split('_').next().unwrap_or_default();
+    position
         .strip_prefix('s')
-        .unwrap_or(token)
+        .unwrap_or(position)
         .parse()
         .map_err(|_| MatrixError::invalid_param(format!("Invalid pagination token `{token}`")))
 }

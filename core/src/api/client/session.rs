@@ -203,6 +203,7 @@ pub async fn start_login_session(
             options.ip.as_deref(),
         )
         .await?;
+    super::devices::announce_device_change(state, user_id).await?;
     issue_tokens(state, user_id, &device_id, options.refresh_token, None).await
 }
 
@@ -309,6 +310,7 @@ pub async fn logout(
     state
         .tokens
         .forget_device(user_id, session.device_id.as_str());
+    super::devices::announce_device_change(&state, user_id).await?;
     Ok(RumaResponse(logout_endpoint::Response::new()))
 }
 
@@ -321,5 +323,6 @@ pub async fn logout_all(
     let devices = state.storage.other_device_ids(user_id, None).await?;
     state.storage.delete_devices(user_id, &devices).await?;
     state.tokens.forget_user(user_id, None);
+    super::devices::announce_device_change(&state, user_id).await?;
     Ok(RumaResponse(logout_all_endpoint::Response::new()))
 }

@@ -65,7 +65,7 @@ async fn require_member_once(state: &AppState, room_id: &RoomId, user: &UserId) 
 /// A page of visible, filtered events after (`forward`) or before a position.
 /// Returns the events and the position the next page starts from, if any.
 #[allow(clippy::too_many_arguments)]
-async fn page(
+pub(crate) async fn page(
     state: &AppState,
     room_id: &RoomId,
     user: &UserId,

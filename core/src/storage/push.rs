@@ -1,0 +1,227 @@
+//! Push: what the rules decided per user and event (the source of unread
+//! counts and `/notifications`), and the users' pushers.
+
+use std::collections::HashMap;
+
+use sqlx::Row;
+
+use super::{Result, Storage, now_ms, read, write};
+
+/// A push-rule outcome for one local user, stored with the event.
+#[derive(Debug, Clone)]
+pub struct PushActionRow {
+    pub user_id: String,
+    /// `main` outside threads, else the thread root's event ID.
+    pub thread_id: String,
+    pub notify: bool,
+    pub highlight: bool,
+    /// The actions as JSON, for `/notifications` and pushers.
+    pub actions: String,
+}
+
+/// Unread counts of one room and thread.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UnreadCounts {
+    pub notifications: i64,
+    pub highlights: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NotificationRow {
+    pub event_id: String,
+    pub room_id: String,
+    pub actions: String,
+    pub ts: i64,
+    pub stream_ordering: i64,
+    pub read: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct PusherRow {
+    pub user_id: String,
+    pub device_id: Option<String>,
+    pub kind: String,
+    pub app_id: String,
+    pub pushkey: String,
+    pub app_display_name: String,
+    pub device_display_name: String,
+    pub profile_tag: Option<String>,
+    pub lang: String,
+    /// The pusher's `data` object as JSON (`url`, `format`, ...).
+    pub data: String,
+}
+
+/// The stream ordering of the user's latest read receipt covering
+/// `a.thread_id` in `a.room_id` (an unthreaded receipt covers every thread).
+const READ_UP_TO: &str = "COALESCE((SELECT MAX(r.event_stream_ordering) FROM receipts r
+     WHERE r.user_id = a.user_id AND r.room_id = a.room_id
+       AND r.receipt_type IN ('m.read', 'm.read.private')
+       AND (r.thread_id = '' OR r.thread_id = a.thread_id)), 0)";
+
+macro_rules! pusher_rows {
+    ($rows:expr) => {
+        $rows
+            .iter()
+            .map(|row| {
+                Ok(PusherRow {
+                    user_id: row.try_get("user_id")?,
+                    device_id: row.try_get("device_id")?,
+                    kind: row.try_get("kind")?,
+                    app_id: row.try_get("app_id")?,
+                    pushkey: row.try_get("pushkey")?,
+                    app_display_name: row.try_get("app_display_name")?,
+                    device_display_name: row.try_get("device_display_name")?,
+                    profile_tag: row.try_get("profile_tag")?,
+                    lang: row.try_get("lang")?,
+                    data: row.try_get("data")?,
+                })
+            })
+            .collect()
+    };
+}
+
+const PUSHER_COLUMNS: &str = "user_id, device_id, kind, app_id, pushkey, app_display_name,
+    device_display_name, profile_tag, lang, data";
+
+impl Storage {
+    /// Unread notification and highlight counts per `(room, thread)` for
+    /// everything after the user's read receipts.
+    pub async fn unread_counts(
+        &self,
+        user_id: &str,
+    ) -> Result<HashMap<(String, String), UnreadCounts>> {
+        let sql = format!(
+            "SELECT a.room_id, a.thread_id,
+                 SUM(CASE WHEN a.notify THEN 1 ELSE 0 END) AS notifications,
+                 SUM(CASE WHEN a.highlight THEN 1 ELSE 0 END) AS highlights
+             FROM event_push_actions a
+             WHERE a.user_id = $1 AND a.stream_ordering > {READ_UP_TO}
+             GROUP BY a.room_id, a.thread_id"
+        );
+        read!(self, pool => {
+            let rows = sqlx::query(&sql).bind(user_id).fetch_all(pool).await?;
+            let mut counts = HashMap::with_capacity(rows.len());
+            for row in rows {
+                counts.insert(
+                    (row.try_get("room_id")?, row.try_get("thread_id")?),
+                    UnreadCounts {
+                        notifications: row.try_get::<Option<i64>, _>("notifications")?.unwrap_or_default(),
+                        highlights: row.try_get::<Option<i64>, _>("highlights")?.unwrap_or_default(),
+                    },
+                );
+            }
+            Ok(counts)
+        })
+    }
+
+    /// The user's notifications before stream position `before`, newest first.
+    pub async fn notifications(
+        &self,
+        user_id: &str,
+        before: i64,
+        limit: i64,
+        only_highlights: bool,
+    ) -> Result<Vec<NotificationRow>> {
+        let highlight = if only_highlights {
+            "AND a.highlight"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT a.event_id, a.room_id, a.actions, a.ts, a.stream_ordering,
+                 CAST(CASE WHEN a.stream_ordering <= {READ_UP_TO} THEN 1 ELSE 0 END AS BIGINT) AS is_read
+             FROM event_push_actions a
+             WHERE a.user_id = $1 AND a.notify AND a.stream_ordering < $2 {highlight}
+             ORDER BY a.stream_ordering DESC LIMIT $3"
+        );
+        read!(self, pool => {
+            let rows = sqlx::query(&sql).bind(user_id).bind(before).bind(limit).fetch_all(pool).await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(NotificationRow {
+                        event_id: row.try_get("event_id")?,
+                        room_id: row.try_get("room_id")?,
+                        actions: row.try_get("actions")?,
+                        ts: row.try_get("ts")?,
+                        stream_ordering: row.try_get("stream_ordering")?,
+                        read: row.try_get::<i64, _>("is_read")? == 1,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// Adds or replaces a pusher. Unless `append`, the same app and pushkey
+    /// are removed from every other user, as the spec asks.
+    pub async fn set_pusher(&self, pusher: &PusherRow, append: bool) -> Result<()> {
+        write!(self, pool => {
+            let mut tx = pool.begin().await?;
+            if !append {
+                sqlx::query("DELETE FROM pushers WHERE app_id = $1 AND pushkey = $2 AND user_id <> $3")
+                    .bind(&pusher.app_id)
+                    .bind(&pusher.pushkey)
+                    .bind(&pusher.user_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query(&format!(
+                "INSERT INTO pushers ({PUSHER_COLUMNS}, created_ts)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                 ON CONFLICT (app_id, pushkey, user_id) DO UPDATE SET
+                     device_id = excluded.device_id, kind = excluded.kind,
+                     app_display_name = excluded.app_display_name,
+                     device_display_name = excluded.device_display_name,
+                     profile_tag = excluded.profile_tag, lang = excluded.lang, data = excluded.data"
+            ))
+            .bind(&pusher.user_id)
+            .bind(&pusher.device_id)
+            .bind(&pusher.kind)
+            .bind(&pusher.app_id)
+            .bind(&pusher.pushkey)
+            .bind(&pusher.app_display_name)
+            .bind(&pusher.device_display_name)
+            .bind(&pusher.profile_tag)
+            .bind(&pusher.lang)
+            .bind(&pusher.data)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    pub async fn delete_pusher(&self, user_id: &str, app_id: &str, pushkey: &str) -> Result<()> {
+        write!(self, pool => {
+            sqlx::query("DELETE FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3")
+                .bind(user_id)
+                .bind(app_id)
+                .bind(pushkey)
+                .execute(pool)
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// Removes the pushers a device set (when it logs out or is deleted).
+    pub async fn delete_device_pushers(&self, user_id: &str, device_id: &str) -> Result<()> {
+        write!(self, pool => {
+            sqlx::query("DELETE FROM pushers WHERE user_id = $1 AND device_id = $2")
+                .bind(user_id)
+                .bind(device_id)
+                .execute(pool)
+                .await?;
+            Ok(())
+        })
+    }
+
+    pub async fn pushers(&self, user_id: &str) -> Result<Vec<PusherRow>> {
+        read!(self, pool => {
+            let rows = sqlx::query(&format!("SELECT {PUSHER_COLUMNS} FROM pushers WHERE user_id = $1 ORDER BY created_ts"))
+                .bind(user_id)
+                .fetch_all(pool)
+                .await?;
+            pusher_rows!(rows)
+        })
+    }
+}

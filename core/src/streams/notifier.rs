@@ -1,0 +1,121 @@
+//! Wakes long-polling `/sync` requests when something they follow changes.
+//!
+//! This is the one wake-up path: writers call [`Notifier::wake`] after their
+//! change is committed, and sync requests wait on a [`Listener`]. Several
+//! processes sharing one PostgreSQL would forward each `wake` through
+//! LISTEN/NOTIFY and call `wake_local` on receipt; nothing else changes.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Weak},
+    time::Duration,
+};
+
+use parking_lot::Mutex;
+use ruma::{OwnedRoomId, OwnedUserId};
+use tokio::sync::Notify;
+
+/// What a change concerns: one user (account data, to-device, invites,
+/// their own membership) or everyone in a room (events, typing, receipts).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum WakeKey {
+    User(OwnedUserId),
+    Room(OwnedRoomId),
+}
+
+#[derive(Default)]
+pub struct Notifier {
+    waiters: Mutex<HashMap<WakeKey, Vec<Weak<Notify>>>>,
+}
+
+impl Notifier {
+    /// Registers interest in `keys`. Changes from now on are not missed, even
+    /// those that happen before [`Listener::wait`] is called.
+    pub fn listen(self: &Arc<Self>, keys: Vec<WakeKey>) -> Listener {
+        let notify = Arc::new(Notify::new());
+        let mut waiters = self.waiters.lock();
+        for key in &keys {
+            waiters
+                .entry(key.clone())
+                .or_default()
+                .push(Arc::downgrade(&notify));
+        }
+        Listener {
+            notifier: self.clone(),
+            keys,
+            notify,
+        }
+    }
+
+    /// Wakes every listener of any of `keys`.
+    pub fn wake(&self, keys: &[WakeKey]) {
+        self.wake_local(keys);
+    }
+
+    fn wake_local(&self, keys: &[WakeKey]) {
+        let waiters = self.waiters.lock();
+        for key in keys {
+            for waiter in waiters.get(key).into_iter().flatten() {
+                if let Some(notify) = waiter.upgrade() {
+                    // Stores a permit if the listener is not waiting yet.
+                    notify.notify_one();
+                }
+            }
+        }
+    }
+
+    fn forget(&self, keys: &[WakeKey], gone: &Arc<Notify>) {
+        let mut waiters = self.waiters.lock();
+        for key in keys {
+            if let Some(list) = waiters.get_mut(key) {
+                list.retain(|w| {
+                    w.strong_count() > 0 && !std::ptr::eq(w.as_ptr(), Arc::as_ptr(gone))
+                });
+                if list.is_empty() {
+                    waiters.remove(key);
+                }
+            }
+        }
+    }
+}
+
+/// One request's registration; dropping it unregisters.
+pub struct Listener {
+    notifier: Arc<Notifier>,
+    keys: Vec<WakeKey>,
+    notify: Arc<Notify>,
+}
+
+impl Listener {
+    /// Waits for a wake-up; `false` if `timeout` passed first.
+    pub async fn wait(&self, timeout: Duration) -> bool {
+        tokio::time::timeout(timeout, self.notify.notified())
+            .await
+            .is_ok()
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.notifier.forget(&self.keys, &self.notify);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_wake_before_waiting_is_kept_and_other_keys_do_not_wake() {
+        let notifier = Arc::new(Notifier::default());
+        let alice = WakeKey::User("@alice:x".try_into().unwrap());
+        let bob = WakeKey::User("@bob:x".try_into().unwrap());
+        let listener = notifier.listen(vec![alice.clone()]);
+        notifier.wake(std::slice::from_ref(&bob));
+        assert!(!listener.wait(Duration::from_millis(10)).await);
+        notifier.wake(&[alice]);
+        assert!(listener.wait(Duration::from_secs(5)).await);
+        drop(listener);
+        assert!(notifier.waiters.lock().is_empty());
+    }
+}
