@@ -13,6 +13,12 @@
 //!   `/context/{id}?limit=0` (the room state at that event) and then by
 //!   `/event/{id}` (history visibility, looked up in the state at it).
 //!
+//! - `sync-wake`: `--listeners` devices long-poll `/sync` in one room while
+//!   messages are sent one at a time; reports send-to-response latency.
+//! - `initial-sync`: the user in `--rooms` rooms of `--room-events` messages;
+//!   workers run initial syncs.
+//! - `sync-idle`: incremental syncs (`timeout=0`) with nothing new.
+//!
 //! With `--server-pid`, each phase also reports the server's CPU time
 //! (utime + stime from `/proc/PID/stat`) per request.
 
@@ -31,6 +37,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use sha1::Sha1;
 
+mod sync;
+
 #[derive(Debug, Parser)]
 #[command(about = "Measure a Matrix homeserver over HTTP")]
 struct Args {
@@ -46,7 +54,8 @@ struct Args {
     /// shared-secret admin API.
     #[arg(long)]
     shared_secret: Option<String>,
-    /// Phases to run, in order: login, whoami, send, state-at.
+    /// Phases to run, in order: login, whoami, send, state-at, sync-wake,
+    /// initial-sync, sync-idle.
     #[arg(long, value_delimiter = ',', default_value = "login,whoami")]
     phases: Vec<String>,
     #[arg(long, default_value_t = 32)]
@@ -68,6 +77,15 @@ struct Args {
     /// `state-at`: distinct state keys they cycle through.
     #[arg(long, default_value_t = 1_000)]
     state_keys: usize,
+    /// `sync-wake`: long-polling clients.
+    #[arg(long, default_value_t = 100)]
+    listeners: usize,
+    /// `initial-sync`: rooms the user is in.
+    #[arg(long, default_value_t = 20)]
+    rooms: usize,
+    /// `initial-sync`: messages per room.
+    #[arg(long, default_value_t = 5)]
+    room_events: usize,
 }
 
 /// `state-at`: how many of the first state events the workers look up.
@@ -118,7 +136,12 @@ async fn main() -> anyhow::Result<()> {
             }
             "send" => send_phase(&client, &args).await?,
             "state-at" => state_at_phase(&client, &args).await?,
-            other => bail!("unknown phase {other}: use login, whoami, send or state-at"),
+            "sync-wake" => sync::wake_phase(&client, &args).await?,
+            "initial-sync" => sync::initial_phase(&client, &args).await?,
+            "sync-idle" => sync::idle_phase(&client, &args).await?,
+            other => bail!(
+                "unknown phase {other}: use login, whoami, send, state-at, sync-wake, initial-sync or sync-idle"
+            ),
         }
     }
     Ok(())

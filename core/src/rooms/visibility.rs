@@ -32,17 +32,30 @@ pub async fn filter_visible(
     room_id: &RoomId,
     events: Vec<StoredEvent>,
 ) -> sqlx::Result<Vec<StoredEvent>> {
-    let last_join = storage
-        .join_positions(room_id.as_str(), user.as_str())
-        .await?
+    let memberships = storage
+        .membership_positions(room_id.as_str(), user.as_str())
+        .await?;
+    let last_join = memberships
+        .iter()
+        .rev()
+        .find(|(_, m)| m == "join")
+        .map(|(at, _)| *at);
+    // Joined now and since `joined_at`: every later event is visible
+    // without looking at the state.
+    let joined_at = memberships
         .last()
-        .copied();
+        .filter(|(_, m)| m == "join")
+        .map(|(at, _)| *at);
     let mut by_group: HashMap<i64, AtEvent> = HashMap::new();
     let mut out = Vec::with_capacity(events.len());
     for event in events {
         if event.pdu.kind.to_string() == "m.room.member"
             && event.pdu.state_key.as_deref() == Some(user.as_str())
         {
+            out.push(event);
+            continue;
+        }
+        if joined_at.is_some_and(|at| event.stream_ordering >= at) {
             out.push(event);
             continue;
         }

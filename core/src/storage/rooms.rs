@@ -408,8 +408,13 @@ impl Storage {
         })
     }
 
-    /// Stream positions of the user's joins to the room, newest last.
-    pub async fn join_positions(&self, room_id: &str, user_id: &str) -> Result<Vec<i64>> {
+    /// The user's membership events in the room, as `(stream position,
+    /// membership)`, oldest first.
+    pub async fn membership_positions(
+        &self,
+        room_id: &str,
+        user_id: &str,
+    ) -> Result<Vec<(i64, String)>> {
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM events
              WHERE room_id = $1 AND type = 'm.room.member' AND state_key = $2
@@ -417,14 +422,12 @@ impl Storage {
         );
         read!(self, pool => {
             let rows = sqlx::query(&sql).bind(room_id).bind(user_id).fetch_all(pool).await?;
-            let mut joins = Vec::new();
+            let mut out = Vec::with_capacity(rows.len());
             for row in rows {
                 let event = stored_event!(row);
-                if event.pdu.content_str("membership").as_deref() == Some("join") {
-                    joins.push(event.stream_ordering);
-                }
+                out.push((event.stream_ordering, event.pdu.content_str("membership").unwrap_or_default()));
             }
-            Ok(joins)
+            Ok(out)
         })
     }
 

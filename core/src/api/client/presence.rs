@@ -46,6 +46,11 @@ pub async fn publish(
         }
     }
     state.live.publish(Stream::Presence, position, &keys);
+    state
+        .sync_caches
+        .presence
+        .lock()
+        .insert(user.to_owned(), presence.to_owned());
     Ok(())
 }
 

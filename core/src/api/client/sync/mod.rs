@@ -54,6 +54,9 @@ pub struct SyncCaches {
     lazy_members: Mutex<HashMap<(OwnedUserId, OwnedDeviceId), HashSet<String>>>,
     /// Devices that were sent to-device messages they have not acknowledged.
     unacknowledged: Mutex<HashSet<(OwnedUserId, OwnedDeviceId)>>,
+    /// Each user's presence as this process last stored it, so that a sync's
+    /// `set_presence` costs no query when nothing changes.
+    pub(super) presence: Mutex<HashMap<OwnedUserId, String>>,
 }
 
 /// One sync request, resolved.
@@ -211,8 +214,23 @@ async fn update_presence(
         PresenceState::Unavailable => "unavailable",
         _ => return Ok(()),
     };
-    let current = state.storage.presence(session.user_id.as_str()).await?;
+    let user = &session.user_id;
+    if state
+        .sync_caches
+        .presence
+        .lock()
+        .get(user)
+        .is_some_and(|p| p == wanted)
+    {
+        return Ok(());
+    }
+    let current = state.storage.presence(user.as_str()).await?;
     if current.as_ref().is_some_and(|p| p.state == wanted) {
+        state
+            .sync_caches
+            .presence
+            .lock()
+            .insert(user.clone(), wanted.to_owned());
         return Ok(());
     }
     let status_msg = current.and_then(|p| p.status_msg);
