@@ -193,7 +193,7 @@ async fn fresh_postgres_database() -> String {
     let mut conn = sqlx::PgConnection::connect(&admin_url)
         .await
         .expect("connect to PostgreSQL");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
+    sqlx::query(sqlx::AssertSqlSafe(&*format!("CREATE DATABASE {name}")))
         .execute(&mut conn)
         .await
         .expect("create database");
@@ -466,4 +466,61 @@ pub fn registration_mac(
 pub fn assert_error(response: &(StatusCode, Value), status: u16, errcode: &str) {
     assert_eq!(response.0.as_u16(), status, "{}", response.1);
     assert_eq!(response.1["errcode"], errcode, "{}", response.1);
+}
+
+// ---------------------------------------------------------------------------
+// Helpers the scenarios share
+// ---------------------------------------------------------------------------
+
+/// The password `TestServer::user` registers with.
+pub const PASSWORD: &str = "correct horse battery";
+
+/// A registered user and one of their access tokens.
+pub struct User {
+    pub id: String,
+    pub token: String,
+}
+
+impl TestServer {
+    /// Registers `localpart` with `PASSWORD` (not an admin).
+    pub async fn user(&self, localpart: &str) -> User {
+        let (id, token) = self.register_user(localpart, PASSWORD, false).await;
+        User { id, token }
+    }
+
+    /// A PUT with the user's token.
+    pub async fn put(&self, path: &str, user: &User, body: Value) -> (StatusCode, Value) {
+        self.request(Method::PUT, path, Some(&user.token), Some(body))
+            .await
+    }
+}
+
+/// Percent-encodes one path segment or query value (room ids, aliases,
+/// event ids with `/` or `+`, tokens, JSON filters).
+pub fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Asserts a 200 and returns the body.
+#[track_caller]
+pub fn ok(response: (StatusCode, Value)) -> Value {
+    assert_eq!(response.0, 200, "{}", response.1);
+    response.1
+}
+
+/// A transaction ID not used before in this test process.
+pub fn txn() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    format!(
+        "txn-{}",
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
 }

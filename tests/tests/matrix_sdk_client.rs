@@ -1,5 +1,8 @@
 //! A real client: the `matrix-sdk` crate (Element's Rust core) drives the server.
 
+// With its encryption machine, matrix-sdk's futures nest deeper than the default limit.
+#![recursion_limit = "256"]
+
 use matrix_sdk::{
     Client,
     ruma::api::client::{

@@ -3,12 +3,11 @@
 //! the published room directory, profiles, the user directory, upgrades,
 //! reports, and the errors a client gets for bad input.
 
-use std::{
-    sync::atomic::{AtomicU64, Ordering},
-    time::Duration,
-};
+use std::time::Duration;
 
-use myelin_tests::{Backend, SERVER_NAME, TestServer, assert_error, on_both_backends};
+use myelin_tests::{
+    Backend, PASSWORD, SERVER_NAME, TestServer, User, assert_error, enc, ok, on_both_backends, txn,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -51,42 +50,10 @@ on_both_backends! {
 }
 
 const C: &str = "/_matrix/client/v3";
-const PASSWORD: &str = "correct horse battery";
 
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-struct User {
-    id: String,
-    token: String,
-}
-
-async fn user(server: &TestServer, localpart: &str) -> User {
-    let (id, token) = server.register_user(localpart, PASSWORD, false).await;
-    User { id, token }
-}
-
-/// Percent-encodes one path segment or query value (room ids, aliases,
-/// event ids with `/` or `+`, tokens, JSON filters).
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-/// Asserts a 200 and returns the body.
-#[track_caller]
-fn ok(response: (StatusCode, Value)) -> Value {
-    assert_eq!(response.0, 200, "{}", response.1);
-    response.1
-}
 
 /// Asserts a Matrix error that may, per the spec, be either "not found" or
 /// "forbidden" (servers may hide whether a room exists).
@@ -100,17 +67,6 @@ fn assert_not_found_or_forbidden(response: &(StatusCode, Value)) {
             response.1
         ),
     }
-}
-
-fn txn() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    format!("txn-{}", NEXT.fetch_add(1, Ordering::Relaxed))
-}
-
-async fn put(server: &TestServer, path: &str, user: &User, body: Value) -> (StatusCode, Value) {
-    server
-        .request(Method::PUT, path, Some(&user.token), Some(body))
-        .await
 }
 
 async fn post(server: &TestServer, path: &str, user: &User, body: Value) -> (StatusCode, Value) {
@@ -144,7 +100,7 @@ async fn send(
     content: Value,
 ) -> (StatusCode, Value) {
     let path = room_path(room, &format!("send/{}/{}", enc(event_type), txn()));
-    put(server, &path, sender, content).await
+    server.put(&path, sender, content).await
 }
 
 async fn send_text(server: &TestServer, sender: &User, room: &str, text: &str) -> String {
@@ -174,13 +130,9 @@ async fn set_state(
     state_key: &str,
     content: Value,
 ) -> (StatusCode, Value) {
-    put(
-        server,
-        &state_path(room, event_type, state_key),
-        sender,
-        content,
-    )
-    .await
+    server
+        .put(&state_path(room, event_type, state_key), sender, content)
+        .await
 }
 
 async fn get_state(
@@ -247,7 +199,7 @@ async fn leave(server: &TestServer, user: &User, room: &str) {
 
 async fn set_displayname(server: &TestServer, user: &User, name: &str) {
     let path = format!("{C}/profile/{}/displayname", enc(&user.id));
-    ok(put(server, &path, user, json!({"displayname": name})).await);
+    ok(server.put(&path, user, json!({"displayname": name})).await);
 }
 
 async fn joined_rooms(server: &TestServer, user: &User) -> Vec<String> {
@@ -418,8 +370,8 @@ fn contains(list: &Value, item: &str) -> bool {
 
 async fn presets_set_join_rules_history_and_guest_access(backend: Backend) {
     let server = TestServer::start(backend, "").await;
-    let alice = user(&server, "alice").await;
-    let bob = user(&server, "bob").await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
     let join_rule = |room: String| {
         let (server, alice) = (&server, &alice);
         async move {
@@ -498,7 +450,7 @@ async fn presets_set_join_rules_history_and_guest_access(backend: Backend) {
 
 async fn create_room_applies_name_topic_alias_initial_state_and_overrides(backend: Backend) {
     let server = TestServer::start(backend, "").await;
-    let alice = user(&server, "alice").await;
+    let alice = server.user("alice").await;
     let room = create_room(
         &server,
         &alice,
@@ -565,9 +517,9 @@ async fn create_room_applies_name_topic_alias_initial_state_and_overrides(backen
 
 async fn create_room_invites_and_marks_direct_chats(backend: Backend) {
     let server = TestServer::start(backend, "").await;
-    let alice = user(&server, "alice").await;
-    let bob = user(&server, "bob").await;
-    let carol = user(&server, "carol").await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let carol = server.user("carol").await;
 
     let dm = create_room(
         &server,
@@ -645,7 +597,7 @@ fn assert_event_id_format(version: &str, id: &str) {
 
 async fn room_versions_decide_the_event_id_format(backend: Backend) {
     let server = TestServer::start(backend, "").await;
-    let alice = user(&server, "alice").await;
+    let alice = server.user("alice").await;
 
     let default = create_room(&server, &alice, json!({})).await;
     assert_eq!(
@@ -706,7 +658,7 @@ async fn room_versions_decide_the_event_id_format(backend: Backend) {
 
 async fn unsupported_room_versions_are_refused(backend: Backend) {
     let server = TestServer::start(backend, "").await;
-    let alice = user(&server, "alice").await;
+    let alice = server.user("alice").await;
     for version in ["99", "10.0", "org.example.custom"] {
         assert_error(
             &try_create_room(&server, &alice, json!({"room_version": version})).await,
@@ -745,8 +697,8 @@ async fn unsupported_room_versions_are_refused(backend: Backend) {
 
 async fn invite_join_leave_and_forget(backend: Backend) {
     let server = TestServer::start(backend, "").await;
-    let alice = user(&server, "alice").await;
-    let bob = user(&server, "bob").await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
     set_displayname(&server, &bob, "Bob Builder").await;
     let room = create_room(
         &server,
@@ -819,9 +771,9 @@ async fn invite_join_leave_and_forget(backend: Backend) {
 
 async fn public_rooms_are_joined_by_id_or_alias(backend: Backend) {
     let server = TestServer::start(backend, "").await;
-    let alice = user(&server, "alice").await;
-    let bob = user(&server, "bob").await;
-    let carol = user(&server, "carol").await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let carol = server.user("carol").await;
     let room = create_room(
         &server,
         &alice,
@@ -866,9 +818,9 @@ async fn public_rooms_are_joined_by_id_or_alias(backend: Backend) {
 
 async fn kick_ban_and_unban(backend: Backend) {
     let server = TestServer::start(backend, "").await;
-    let alice = user(&server, "alice").await;
-    let bob = user(&server, "bob").await;
-    let carol = user(&server, "carol").await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let carol = server.user("carol").await;
     let room = create_room(&server, &alice, json!({"preset": "public_chat"})).await;
     join(&server, &bob, &room).await;
     join(&server, &carol, &room).await;
@@ -960,9 +912,9 @@ async fn kick_ban_and_unban(backend: Backend) {
 
 async fn knocking_asks_to_join_a_knock_room(backend: Backend) {
     let server = TestServer::start(backend, "").await;
-    let alice = user(&server, "alice").await;
-    let bob = user(&server, "bob").await;
-    let carol = user(&server, "carol").await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let carol = server.user("carol").await;
     let room = create_room(
         &server,
         &alice,
@@ -1037,12 +989,12 @@ async fn knocking_asks_to_join_a_knock_room(backend: Backend) {
 
 async fn members_are_filtered_by_membership_and_point_in_time(backend: Backend) {
     let server = TestServer::start(backend, "").await;
-    let alice = user(&server, "alice").await;
-    let bob = user(&server, "bob").await;
-    let carol = user(&server, "carol").await;
-    let dave = user(&server, "dave").await;
-    let eve = user(&server, "eve").await;
-    let frank = user(&server, "frank").await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let carol = server.user("carol").await;
+    let dave = server.user("dave").await;
+    let eve = server.user("eve").await;
+    let frank = server.user("frank").await;
     set_displayname(&server, &alice, "Alice A").await;
     set_displayname(&server, &bob, "Bob B").await;
 
@@ -1135,7 +1087,7 @@ async fn members_are_filtered_by_membership_and_point_in_time(backend: Backend) 
 
 async fn retried_sends_are_deduplicated_per_device(backend: Backend) {
     let server = TestServer::start(backend, "").await;
-    let alice = user(&server, "alice").await;
+    let alice = server.user("alice").await;
     let (_, login) = server.login("alice", PASSWORD).await;
     let phone = User {
         id: alice.id.clone(),
@@ -1147,32 +1099,32 @@ async fn retried_sends_are_deduplicated_per_device(backend: Backend) {
     let room = create_room(&server, &alice, json!({})).await;
     let path = room_path(&room, "send/m.room.message/retry-1");
 
-    let first = ok(put(
-        &server,
-        &path,
-        &alice,
-        json!({"msgtype": "m.text", "body": "only once"}),
-    )
-    .await);
-    let again = ok(put(
-        &server,
-        &path,
-        &alice,
-        json!({"msgtype": "m.text", "body": "only once"}),
-    )
-    .await);
+    let first = ok(server
+        .put(
+            &path,
+            &alice,
+            json!({"msgtype": "m.text", "body": "only once"}),
+        )
+        .await);
+    let again = ok(server
+        .put(
+            &path,
+            &alice,
+            json!({"msgtype": "m.text", "body": "only once"}),
+        )
+        .await);
     assert_eq!(
         first["event_id"], again["event_id"],
         "a retry is the same event"
     );
 
-    let other_device = ok(put(
-        &server,
-        &path,
-        &phone,
-        json!({"msgtype": "m.text", "body": "from the phone"}),
-    )
-    .await);
+    let other_device = ok(server
+        .put(
+            &path,
+            &phone,
+            json!({"msgtype": "m.text", "body": "from the phone"}),
+        )
+        .await);
     assert_ne!(
         first["event_id"], other_device["event_id"],
         "another device's transaction"
@@ -1190,13 +1142,13 @@ async fn retried_sends_are_deduplicated_per_device(backend: Backend) {
 
     // The same transaction id in another room is another request.
     let elsewhere = create_room(&server, &alice, json!({})).await;
-    let there = ok(put(
-        &server,
-        &room_path(&elsewhere, "send/m.room.message/retry-1"),
-        &alice,
-        json!({"msgtype": "m.text", "body": "elsewhere"}),
-    )
-    .await);
+    let there = ok(server
+        .put(
+            &room_path(&elsewhere, "send/m.room.message/retry-1"),
+            &alice,
+            json!({"msgtype": "m.text", "body": "elsewhere"}),
+        )
+        .await);
     assert_ne!(there["event_id"], first["event_id"]);
     assert_eq!(
         bodies(&all_messages(&server, &alice, &elsewhere).await),
@@ -1206,19 +1158,19 @@ async fn retried_sends_are_deduplicated_per_device(backend: Backend) {
 
 async fn state_events_are_set_read_and_listed(backend: Backend) {
     let server = TestServer::start(backend, "").await;
-    let alice = user(&server, "alice").await;
-    let bob = user(&server, "bob").await;
-    let frank = user(&server, "frank").await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let frank = server.user("frank").await;
     let room = create_room(&server, &alice, json!({"preset": "public_chat"})).await;
 
     // Empty state key, with the trailing slash...
-    let first = ok(put(
-        &server,
-        &room_path(&room, "state/m.room.topic/"),
-        &alice,
-        json!({"topic": "first"}),
-    )
-    .await);
+    let first = ok(server
+        .put(
+            &room_path(&room, "state/m.room.topic/"),
+            &alice,
+            json!({"topic": "first"}),
+        )
+        .await);
     assert!(
         first["event_id"].as_str().unwrap().starts_with('$'),
         "{first}"
@@ -1228,13 +1180,13 @@ async fn state_events_are_set_read_and_listed(backend: Backend) {
         json!({"topic": "first"})
     );
     // ...and without it.
-    ok(put(
-        &server,
-        &room_path(&room, "state/m.room.topic"),
-        &alice,
-        json!({"topic": "second"}),
-    )
-    .await);
+    ok(server
+        .put(
+            &room_path(&room, "state/m.room.topic"),
+            &alice,
+            json!({"topic": "second"}),
+        )
+        .await);
     assert_eq!(
         ok(get(&server, &room_path(&room, "state/m.room.topic/"), &alice).await),
         json!({"topic": "second"})
@@ -1314,9 +1266,9 @@ async fn state_events_are_set_read_and_listed(backend: Backend) {
 
 async fn redaction_strips_content_and_needs_power(backend: Backend) {
     let server = TestServer::start(backend, "").await;
-    let alice = user(&server, "alice").await;
-    let bob = user(&server, "bob").await;
-    let carol = user(&server, "carol").await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let carol = server.user("carol").await;
     let room = create_room(&server, &alice, json!({"preset": "public_chat"})).await;
     join(&server, &bob, &room).await;
     join(&server, &carol, &room).await;
@@ -1324,12 +1276,15 @@ async fn redaction_strips_content_and_needs_power(backend: Backend) {
     // Anyone may redact their own events.
     let oops = send_text(&server, &bob, &room, "oops").await;
     let redact_path = room_path(&room, &format!("redact/{}/{}", enc(&oops), "r1"));
-    let redaction =
-        ok(put(&server, &redact_path, &bob, json!({"reason": "typo"})).await)["event_id"]
-            .as_str()
-            .expect("redaction event_id")
-            .to_owned();
-    let retried = ok(put(&server, &redact_path, &bob, json!({"reason": "typo"})).await);
+    let redaction = ok(server
+        .put(&redact_path, &bob, json!({"reason": "typo"}))
+        .await)["event_id"]
+        .as_str()
+        .expect("redaction event_id")
+        .to_owned();
+    let retried = ok(server
+        .put(&redact_path, &bob, json!({"reason": "typo"}))
+        .await);
     assert_eq!(
         retried["event_id"], redaction,
         "the redaction's txn id is honoured"
@@ -1366,13 +1321,13 @@ async fn redaction_strips_content_and_needs_power(backend: Backend) {
     // Without power, other people's events cannot be redacted.
     let keep = send_text(&server, &bob, &room, "keep").await;
     assert_error(
-        &put(
-            &server,
-            &room_path(&room, &format!("redact/{}/{}", enc(&keep), txn())),
-            &carol,
-            json!({}),
-        )
-        .await,
+        &server
+            .put(
+                &room_path(&room, &format!("redact/{}/{}", enc(&keep), txn())),
+                &carol,
+                json!({}),
+            )
+            .await,
         403,
         "M_FORBIDDEN",
     );
@@ -1382,13 +1337,13 @@ async fn redaction_strips_content_and_needs_power(backend: Backend) {
     );
 
     // The creator (power 100) can.
-    let by_alice = ok(put(
-        &server,
-        &room_path(&room, &format!("redact/{}/{}", enc(&keep), txn())),
-        &alice,
-        json!({}),
-    )
-    .await);
+    let by_alice = ok(server
+        .put(
+            &room_path(&room, &format!("redact/{}/{}", enc(&keep), txn())),
+            &alice,
+            json!({}),
+        )
+        .await);
     let kept = ok(get_event(&server, &bob, &room, &keep).await);
     assert_eq!(kept["content"], json!({}), "{kept}");
     assert_eq!(
@@ -1404,8 +1359,8 @@ async fn redaction_strips_content_and_needs_power(backend: Backend) {
 
 async fn messages_page_both_ways_with_tokens_and_filters(backend: Backend) {
     let server = TestServer::start(backend, "").await;
-    let alice = user(&server, "alice").await;
-    let frank = user(&server, "frank").await;
+    let alice = server.user("alice").await;
+    let frank = server.user("frank").await;
     let room = create_room(&server, &alice, json!({"preset": "private_chat"})).await;
     let mut sent = Vec::new();
     let mut topic = String::new();
@@ -1508,7 +1463,7 @@ async fn messages_page_both_ways_with_tokens_and_filters(backend: Backend) {
 
 async fn context_shows_the_events_around_an_event(backend: Backend) {
     let server = TestServer::start(backend, "").await;
-    let alice = user(&server, "alice").await;
+    let alice = server.user("alice").await;
     let room = create_room(&server, &alice, json!({})).await;
     let mut sent = Vec::new();
     for i in 0..10 {
@@ -1574,8 +1529,8 @@ async fn context_shows_the_events_around_an_event(backend: Backend) {
 
 async fn timestamp_to_event_finds_the_nearest_event(backend: Backend) {
     let server = TestServer::start(backend, "").await;
-    let alice = user(&server, "alice").await;
-    let frank = user(&server, "frank").await;
+    let alice = server.user("alice").await;
+    let frank = server.user("frank").await;
     let room = create_room(&server, &alice, json!({})).await;
     let ts_of = |event_id: String| {
         let (server, alice, room) = (&server, &alice, room.clone());
@@ -1634,15 +1589,15 @@ async fn timestamp_to_event_finds_the_nearest_event(backend: Backend) {
 
 async fn aliases_are_created_resolved_listed_and_deleted(backend: Backend) {
     let server = TestServer::start(backend, "").await;
-    let alice = user(&server, "alice").await;
-    let bob = user(&server, "bob").await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
     let room = create_room(&server, &alice, json!({"preset": "public_chat"})).await;
     let other = create_room(&server, &alice, json!({"preset": "private_chat"})).await;
     let alias = format!("#hall:{SERVER_NAME}");
     let path = format!("{C}/directory/room/{}", enc(&alias));
 
     assert_eq!(
-        ok(put(&server, &path, &alice, json!({"room_id": room})).await),
+        ok(server.put(&path, &alice, json!({"room_id": room})).await),
         json!({})
     );
     let resolved = ok(get(&server, &path, &bob).await);
@@ -1653,7 +1608,7 @@ async fn aliases_are_created_resolved_listed_and_deleted(backend: Backend) {
 
     // Taken.
     assert_error(
-        &put(&server, &path, &alice, json!({"room_id": other})).await,
+        &server.put(&path, &alice, json!({"room_id": other})).await,
         409,
         "M_ROOM_IN_USE",
     );
@@ -1693,7 +1648,7 @@ async fn aliases_are_created_resolved_listed_and_deleted(backend: Backend) {
     let listed = ok(get(&server, &room_path(&room, "aliases"), &alice).await);
     assert!(!contains(&listed["aliases"], &alias), "{listed}");
     // ...and free again.
-    ok(put(&server, &path, &alice, json!({"room_id": other})).await);
+    ok(server.put(&path, &alice, json!({"room_id": other})).await);
     assert_eq!(ok(get(&server, &path, &alice).await)["room_id"], other);
 
     // Malformed aliases.
@@ -1701,7 +1656,7 @@ async fn aliases_are_created_resolved_listed_and_deleted(backend: Backend) {
         let path = format!("{C}/directory/room/{}", enc(bad));
         assert_error(&get(&server, &path, &alice).await, 400, "M_INVALID_PARAM");
         assert_error(
-            &put(&server, &path, &alice, json!({"room_id": room})).await,
+            &server.put(&path, &alice, json!({"room_id": room})).await,
             400,
             "M_INVALID_PARAM",
         );
@@ -1710,7 +1665,7 @@ async fn aliases_are_created_resolved_listed_and_deleted(backend: Backend) {
 
 async fn canonical_alias_must_name_an_alias_of_the_room(backend: Backend) {
     let server = TestServer::start(backend, "").await;
-    let alice = user(&server, "alice").await;
+    let alice = server.user("alice").await;
     let room = create_room(&server, &alice, json!({"room_alias_name": "here"})).await;
     create_room(&server, &alice, json!({"room_alias_name": "there"})).await;
     let here = format!("#here:{SERVER_NAME}");
@@ -1747,16 +1702,16 @@ async fn canonical_alias_must_name_an_alias_of_the_room(backend: Backend) {
     );
 
     // An alias of the room itself is fine, as is one already in the event.
-    ok(put(
-        &server,
-        &format!(
-            "{C}/directory/room/{}",
-            enc(&format!("#also-here:{SERVER_NAME}"))
-        ),
-        &alice,
-        json!({"room_id": room}),
-    )
-    .await);
+    ok(server
+        .put(
+            &format!(
+                "{C}/directory/room/{}",
+                enc(&format!("#also-here:{SERVER_NAME}"))
+            ),
+            &alice,
+            json!({"room_id": room}),
+        )
+        .await);
     ok(
         canonical(json!({"alias": here, "alt_aliases": [format!("#also-here:{SERVER_NAME}")]}))
             .await,
@@ -1765,8 +1720,8 @@ async fn canonical_alias_must_name_an_alias_of_the_room(backend: Backend) {
 
 async fn published_rooms_are_listed_searched_and_paged(backend: Backend) {
     let server = TestServer::start(backend, "").await;
-    let alice = user(&server, "alice").await;
-    let bob = user(&server, "bob").await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
     let published = |name: &'static str, extra: Value| {
         let (server, alice) = (&server, &alice);
         async move {
@@ -1905,20 +1860,20 @@ async fn published_rooms_are_listed_searched_and_paged(backend: Backend) {
         ok(get(&server, &visibility(&unlisted), &bob).await),
         json!({"visibility": "private"})
     );
-    ok(put(
-        &server,
-        &visibility(&alpha),
-        &alice,
-        json!({"visibility": "private"}),
-    )
-    .await);
-    ok(put(
-        &server,
-        &visibility(&unlisted),
-        &alice,
-        json!({"visibility": "public"}),
-    )
-    .await);
+    ok(server
+        .put(
+            &visibility(&alpha),
+            &alice,
+            json!({"visibility": "private"}),
+        )
+        .await);
+    ok(server
+        .put(
+            &visibility(&unlisted),
+            &alice,
+            json!({"visibility": "public"}),
+        )
+        .await);
     assert_eq!(
         ok(get(&server, &visibility(&alpha), &bob).await),
         json!({"visibility": "private"})
@@ -1944,30 +1899,30 @@ async fn published_rooms_are_listed_searched_and_paged(backend: Backend) {
 
 async fn profiles_are_read_written_and_reach_room_membership(backend: Backend) {
     let server = TestServer::start(backend, "").await;
-    let alice = user(&server, "alice").await;
-    let bob = user(&server, "bob").await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
     let room = create_room(&server, &alice, json!({"preset": "public_chat"})).await;
     join(&server, &bob, &room).await;
     let profile = format!("{C}/profile/{}", enc(&alice.id));
 
-    ok(put(
-        &server,
-        &format!("{profile}/displayname"),
-        &alice,
-        json!({"displayname": "Alice Liddell"}),
-    )
-    .await);
+    ok(server
+        .put(
+            &format!("{profile}/displayname"),
+            &alice,
+            json!({"displayname": "Alice Liddell"}),
+        )
+        .await);
     assert_eq!(
         ok(get(&server, &format!("{profile}/displayname"), &bob).await),
         json!({"displayname": "Alice Liddell"})
     );
-    ok(put(
-        &server,
-        &format!("{profile}/avatar_url"),
-        &alice,
-        json!({"avatar_url": "mxc://myelin.test/rabbit"}),
-    )
-    .await);
+    ok(server
+        .put(
+            &format!("{profile}/avatar_url"),
+            &alice,
+            json!({"avatar_url": "mxc://myelin.test/rabbit"}),
+        )
+        .await);
     assert_eq!(
         ok(get(&server, &format!("{profile}/avatar_url"), &bob).await),
         json!({"avatar_url": "mxc://myelin.test/rabbit"})
@@ -1993,13 +1948,13 @@ async fn profiles_are_read_written_and_reach_room_membership(backend: Backend) {
 
     // Only Alice changes Alice.
     assert_error(
-        &put(
-            &server,
-            &format!("{profile}/displayname"),
-            &bob,
-            json!({"displayname": "Hacked"}),
-        )
-        .await,
+        &server
+            .put(
+                &format!("{profile}/displayname"),
+                &bob,
+                json!({"displayname": "Hacked"}),
+            )
+            .await,
         403,
         "M_FORBIDDEN",
     );
@@ -2056,10 +2011,10 @@ async fn search_until_found(
 
 async fn user_directory_finds_people_you_share_a_room_with(backend: Backend) {
     let server = TestServer::start(backend, "").await;
-    let alice = user(&server, "alice").await;
-    let bob = user(&server, "bob").await;
-    let carol = user(&server, "carol").await;
-    let dave = user(&server, "dave").await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let carol = server.user("carol").await;
+    let dave = server.user("dave").await;
     set_displayname(&server, &bob, "Bobby Tables").await;
     set_displayname(&server, &carol, "Carol Hidden").await;
     set_displayname(&server, &dave, "Dave Public").await;
@@ -2103,8 +2058,8 @@ async fn user_directory_finds_people_you_share_a_room_with(backend: Backend) {
 
 async fn upgrading_replaces_the_room(backend: Backend) {
     let server = TestServer::start(backend, "").await;
-    let alice = user(&server, "alice").await;
-    let bob = user(&server, "bob").await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
     let old = create_room(
         &server,
         &alice,
@@ -2185,9 +2140,9 @@ async fn upgrading_replaces_the_room(backend: Backend) {
 
 async fn events_can_be_reported(backend: Backend) {
     let server = TestServer::start(backend, "").await;
-    let alice = user(&server, "alice").await;
-    let bob = user(&server, "bob").await;
-    let carol = user(&server, "carol").await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let carol = server.user("carol").await;
     let room = create_room(&server, &alice, json!({"preset": "public_chat"})).await;
     join(&server, &bob, &room).await;
     let rude = send_text(&server, &bob, &room, "something rude").await;
@@ -2228,8 +2183,8 @@ async fn events_can_be_reported(backend: Backend) {
 
 async fn joined_history_hides_messages_from_before_joining(backend: Backend) {
     let server = TestServer::start(backend, "").await;
-    let alice = user(&server, "alice").await;
-    let bob = user(&server, "bob").await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
     let room = create_room(
         &server,
         &alice,
@@ -2267,8 +2222,8 @@ async fn joined_history_hides_messages_from_before_joining(backend: Backend) {
 
 async fn invited_history_starts_at_the_invite(backend: Backend) {
     let server = TestServer::start(backend, "").await;
-    let alice = user(&server, "alice").await;
-    let bob = user(&server, "bob").await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
     let room = create_room(
         &server,
         &alice,
@@ -2297,8 +2252,8 @@ async fn invited_history_starts_at_the_invite(backend: Backend) {
 
 async fn shared_history_shows_earlier_messages_until_you_leave(backend: Backend) {
     let server = TestServer::start(backend, "").await;
-    let alice = user(&server, "alice").await;
-    let bob = user(&server, "bob").await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
     let room = create_room(&server, &alice, json!({"preset": "public_chat"})).await;
     let before = send_text(&server, &alice, &room, "before you came").await;
     join(&server, &bob, &room).await;
@@ -2333,8 +2288,8 @@ async fn shared_history_shows_earlier_messages_until_you_leave(backend: Backend)
 
 async fn sending_needs_membership(backend: Backend) {
     let server = TestServer::start(backend, "").await;
-    let alice = user(&server, "alice").await;
-    let bob = user(&server, "bob").await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
     let public = create_room(&server, &alice, json!({"preset": "public_chat"})).await;
     let private = create_room(
         &server,
@@ -2361,8 +2316,8 @@ async fn sending_needs_membership(backend: Backend) {
 
 async fn state_changes_need_enough_power(backend: Backend) {
     let server = TestServer::start(backend, "").await;
-    let alice = user(&server, "alice").await;
-    let bob = user(&server, "bob").await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
     let room = create_room(
         &server,
         &alice,
@@ -2405,9 +2360,9 @@ async fn state_changes_need_enough_power(backend: Backend) {
 
 async fn nobody_kicks_or_bans_someone_more_powerful(backend: Backend) {
     let server = TestServer::start(backend, "").await;
-    let alice = user(&server, "alice").await;
-    let bob = user(&server, "bob").await;
-    let carol = user(&server, "carol").await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let carol = server.user("carol").await;
     let room = create_room(
         &server,
         &alice,
@@ -2453,8 +2408,8 @@ async fn nobody_kicks_or_bans_someone_more_powerful(backend: Backend) {
 
 async fn unknown_rooms_are_not_found_or_forbidden(backend: Backend) {
     let server = TestServer::start(backend, "").await;
-    let alice = user(&server, "alice").await;
-    let bob = user(&server, "bob").await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
     let nowhere = format!("!nonexistent:{SERVER_NAME}");
 
     assert_not_found_or_forbidden(
@@ -2505,7 +2460,7 @@ async fn unknown_rooms_are_not_found_or_forbidden(backend: Backend) {
 
 async fn malformed_identifiers_are_invalid_params(backend: Backend) {
     let server = TestServer::start(backend, "").await;
-    let alice = user(&server, "alice").await;
+    let alice = server.user("alice").await;
     let room = create_room(&server, &alice, json!({})).await;
 
     for bad_room in ["notaroomid", "!nocolon"] {
@@ -2566,7 +2521,7 @@ async fn malformed_identifiers_are_invalid_params(backend: Backend) {
 
 async fn events_over_64_kib_are_too_large(backend: Backend) {
     let server = TestServer::start(backend, "").await;
-    let alice = user(&server, "alice").await;
+    let alice = server.user("alice").await;
     let room = create_room(&server, &alice, json!({})).await;
     let big = "x".repeat(70 * 1024);
 
@@ -2610,7 +2565,7 @@ async fn events_over_64_kib_are_too_large(backend: Backend) {
 
 async fn power_levels_must_be_integers_in_v10(backend: Backend) {
     let server = TestServer::start(backend, "").await;
-    let alice = user(&server, "alice").await;
+    let alice = server.user("alice").await;
     let room = create_room(&server, &alice, json!({"room_version": "10"})).await;
     let power = state_content(&server, &alice, &room, "m.room.power_levels", "").await;
 
@@ -2641,7 +2596,7 @@ async fn power_levels_must_be_integers_in_v10(backend: Backend) {
 
 async fn acknowledged_messages_survive_sigkill(backend: Backend) {
     let mut server = TestServer::start(backend, "").await;
-    let alice = user(&server, "alice").await;
+    let alice = server.user("alice").await;
     let room = create_room(&server, &alice, json!({"name": "Durable"})).await;
     let mut sent = Vec::new();
     for i in 0..50 {
@@ -2673,8 +2628,8 @@ async fn acknowledged_messages_survive_sigkill(backend: Backend) {
 /// listed in the power levels.
 async fn version_12_rooms_have_derived_ids_and_privileged_creators(backend: Backend) {
     let server = TestServer::start(backend, "").await;
-    let alice = user(&server, "alice").await;
-    let bob = user(&server, "bob").await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
     let room = create_room(
         &server,
         &alice,
@@ -2698,13 +2653,13 @@ async fn version_12_rooms_have_derived_ids_and_privileged_creators(backend: Back
     join(&server, &bob, &room).await;
     let message = send_text(&server, &bob, &room, "hello").await;
     // A creator may redact anyone's event and set any state.
-    ok(put(
-        &server,
-        &room_path(&room, &format!("redact/{}/r1", enc(&message))),
-        &alice,
-        json!({}),
-    )
-    .await);
+    ok(server
+        .put(
+            &room_path(&room, &format!("redact/{}/r1", enc(&message))),
+            &alice,
+            json!({}),
+        )
+        .await);
     ok(set_state(
         &server,
         &bob,

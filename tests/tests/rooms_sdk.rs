@@ -5,6 +5,9 @@
 //! joined it, and nothing here reads the SDK's sync-fed local room state;
 //! where the server's view matters, the test asks the server over HTTP.
 
+// With its encryption machine, matrix-sdk's futures nest deeper than the default limit.
+#![recursion_limit = "256"]
+
 use matrix_sdk::{
     Client, Room,
     room::MessagesOptions,

@@ -3,13 +3,12 @@
 //! read markers, account data, tags, presence, send-to-device, push rules,
 //! notifications and unread counts, and the errors bad input gets.
 
-use std::{
-    sync::atomic::{AtomicU64, Ordering},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use myelin_tests::{Backend, TestServer, assert_error, on_both_backends};
-use reqwest::{Method, StatusCode};
+use myelin_tests::{
+    Backend, PASSWORD, TestServer, User, assert_error, enc, ok, on_both_backends, txn,
+};
+use reqwest::Method;
 use serde_json::{Value, json};
 
 on_both_backends! {
@@ -24,46 +23,6 @@ on_both_backends! {
 }
 
 const C: &str = "/_matrix/client/v3";
-const PASSWORD: &str = "correct horse battery";
-
-struct User {
-    id: String,
-    token: String,
-}
-
-async fn user(server: &TestServer, localpart: &str) -> User {
-    let (id, token) = server.register_user(localpart, PASSWORD, false).await;
-    User { id, token }
-}
-
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-#[track_caller]
-fn ok(response: (StatusCode, Value)) -> Value {
-    assert_eq!(response.0, 200, "{}", response.1);
-    response.1
-}
-
-fn txn() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    format!("txn-{}", NEXT.fetch_add(1, Ordering::Relaxed))
-}
-
-async fn put(server: &TestServer, path: &str, user: &User, body: Value) -> (StatusCode, Value) {
-    server
-        .request(Method::PUT, path, Some(&user.token), Some(body))
-        .await
-}
 
 async fn create_room(server: &TestServer, creator: &User, body: Value) -> String {
     let created = ok(server
@@ -84,13 +43,9 @@ async fn join(server: &TestServer, user: &User, room: &str) {
 
 async fn send_text(server: &TestServer, sender: &User, room: &str, text: &str) -> String {
     let path = format!("{C}/rooms/{}/send/m.room.message/{}", enc(room), txn());
-    let sent = ok(put(
-        server,
-        &path,
-        sender,
-        json!({"msgtype": "m.text", "body": text}),
-    )
-    .await);
+    let sent = ok(server
+        .put(&path, sender, json!({"msgtype": "m.text", "body": text}))
+        .await);
     sent["event_id"].as_str().unwrap().to_owned()
 }
 
@@ -122,8 +77,8 @@ fn bodies(response: &Value, section: &str, room: &str) -> Vec<String> {
 
 /// Two users in a room they both joined; returns (alice, bob, room, bob's token).
 async fn pair(server: &TestServer) -> (User, User, String) {
-    let alice = user(server, "alice").await;
-    let bob = user(server, "bob").await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
     let room = create_room(
         server,
         &alice,
@@ -136,8 +91,8 @@ async fn pair(server: &TestServer) -> (User, User, String) {
 
 async fn sync_follows_invites_joins_messages_and_leaves(backend: Backend) {
     let server = TestServer::start(backend, "").await;
-    let alice = user(&server, "alice").await;
-    let bob = user(&server, "bob").await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
     let room = create_room(
         &server,
         &alice,
@@ -222,13 +177,9 @@ async fn sync_follows_invites_joins_messages_and_leaves(backend: Backend) {
     );
     // The sender's own sync carries its transaction ID.
     let path = format!("{C}/rooms/{}/send/m.room.message/my-txn", enc(&room));
-    ok(put(
-        &server,
-        &path,
-        &bob,
-        json!({"msgtype": "m.text", "body": "mine"}),
-    )
-    .await);
+    ok(server
+        .put(&path, &bob, json!({"msgtype": "m.text", "body": "mine"}))
+        .await);
     let own = sync_since(&server, &bob, &next_batch(&update)).await;
     let mine = own["rooms"]["join"][&room]["timeline"]["events"]
         .as_array()
@@ -247,13 +198,9 @@ async fn sync_follows_invites_joins_messages_and_leaves(backend: Backend) {
     // is in `state`.
     let since = next_batch(&quiet);
     let topic_path = format!("{C}/rooms/{}/state/m.room.topic/", enc(&room));
-    ok(put(
-        &server,
-        &topic_path,
-        &alice,
-        json!({"topic": "changed in the gap"}),
-    )
-    .await);
+    ok(server
+        .put(&topic_path, &alice, json!({"topic": "changed in the gap"}))
+        .await);
     for i in 0..12 {
         send_text(&server, &alice, &room, &format!("burst {i}")).await;
     }
@@ -391,7 +338,7 @@ async fn bad_sync_input_gets_matrix_errors(backend: Backend) {
 async fn filters_shape_the_timeline_and_state(backend: Backend) {
     let server = TestServer::start(backend, "").await;
     let (alice, bob, room) = pair(&server).await;
-    let carol = user(&server, "carol").await;
+    let carol = server.user("carol").await;
     join(&server, &carol, &room).await;
     for i in 0..5 {
         send_text(&server, &alice, &room, &format!("alice {i}")).await;
@@ -483,18 +430,14 @@ async fn typing_receipts_markers_and_unread_counts(backend: Backend) {
 
     // Typing shows, and stops.
     let typing = format!("{C}/rooms/{}/typing/{}", enc(&room), enc(&alice.id));
-    ok(put(
-        &server,
-        &typing,
-        &alice,
-        json!({"typing": true, "timeout": 30000}),
-    )
-    .await);
+    ok(server
+        .put(&typing, &alice, json!({"typing": true, "timeout": 30000}))
+        .await);
     let update = sync_since(&server, &bob, &since).await;
     let ephemeral = &update["rooms"]["join"][&room]["ephemeral"]["events"];
     assert_eq!(ephemeral[0]["type"], "m.typing");
     assert_eq!(ephemeral[0]["content"]["user_ids"], json!([alice.id]));
-    ok(put(&server, &typing, &alice, json!({"typing": false})).await);
+    ok(server.put(&typing, &alice, json!({"typing": false})).await);
     let stopped = sync_since(&server, &bob, &next_batch(&update)).await;
     assert_eq!(
         stopped["rooms"]["join"][&room]["ephemeral"]["events"][0]["content"]["user_ids"],
@@ -502,13 +445,9 @@ async fn typing_receipts_markers_and_unread_counts(backend: Backend) {
     );
     // Typing for someone else is forbidden.
     assert_error(
-        &put(
-            &server,
-            &typing,
-            &bob,
-            json!({"typing": true, "timeout": 1000}),
-        )
-        .await,
+        &server
+            .put(&typing, &bob, json!({"typing": true, "timeout": 1000}))
+            .await,
         403,
         "M_FORBIDDEN",
     );
@@ -519,7 +458,7 @@ async fn typing_receipts_markers_and_unread_counts(backend: Backend) {
     let path = format!("{C}/rooms/{}/send/m.room.message/{}", enc(&room), txn());
     let mention =
         json!({"msgtype": "m.text", "body": "hey bob, look", "m.mentions": {"user_ids": [bob.id]}});
-    let second = ok(put(&server, &path, &alice, mention).await)["event_id"]
+    let second = ok(server.put(&path, &alice, mention).await)["event_id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -581,7 +520,7 @@ async fn typing_receipts_markers_and_unread_counts(backend: Backend) {
     );
 
     // Receipts in a room you are not in are refused.
-    let outsider = user(&server, "outsider").await;
+    let outsider = server.user("outsider").await;
     assert_error(
         &server
             .post(&receipt, Some(&outsider.token), json!({}))
@@ -600,18 +539,18 @@ async fn account_data_tags_and_presence(backend: Backend) {
         "{C}/user/{}/account_data/org.example.settings",
         enc(&bob.id)
     );
-    ok(put(&server, &data_path, &bob, json!({"theme": "dark"})).await);
+    ok(server.put(&data_path, &bob, json!({"theme": "dark"})).await);
     assert_eq!(
         ok(server.get(&data_path, Some(&bob.token)).await),
         json!({"theme": "dark"})
     );
     assert_error(
-        &put(&server, &data_path, &alice, json!({})).await,
+        &server.put(&data_path, &alice, json!({})).await,
         403,
         "M_FORBIDDEN",
     );
     assert_error(
-        &put(&server, &data_path, &bob, json!([1])).await,
+        &server.put(&data_path, &bob, json!([1])).await,
         400,
         "M_BAD_JSON",
     );
@@ -623,7 +562,7 @@ async fn account_data_tags_and_presence(backend: Backend) {
     );
     let rules = format!("{C}/user/{}/account_data/m.push_rules", enc(&bob.id));
     assert_error(
-        &put(&server, &rules, &bob, json!({})).await,
+        &server.put(&rules, &bob, json!({})).await,
         400,
         "M_BAD_JSON",
     );
@@ -633,7 +572,7 @@ async fn account_data_tags_and_presence(backend: Backend) {
         enc(&bob.id),
         enc(&room)
     );
-    ok(put(&server, &tag, &bob, json!({"order": 0.5})).await);
+    ok(server.put(&tag, &bob, json!({"order": 0.5})).await);
     let tags = ok(server
         .get(
             &format!("{C}/user/{}/rooms/{}/tags", enc(&bob.id), enc(&room)),
@@ -672,22 +611,24 @@ async fn account_data_tags_and_presence(backend: Backend) {
     // Presence: set, read back, and seen by someone sharing a room.
     let since = next_batch(&update);
     let presence = format!("{C}/presence/{}/status", enc(&alice.id));
-    ok(put(
-        &server,
-        &presence,
-        &alice,
-        json!({"presence": "unavailable", "status_msg": "lunch"}),
-    )
-    .await);
+    ok(server
+        .put(
+            &presence,
+            &alice,
+            json!({"presence": "unavailable", "status_msg": "lunch"}),
+        )
+        .await);
     let read = ok(server.get(&presence, Some(&bob.token)).await);
     assert_eq!(read["presence"], "unavailable");
     assert_eq!(read["status_msg"], "lunch");
     assert_error(
-        &put(&server, &presence, &bob, json!({"presence": "online"})).await,
+        &server
+            .put(&presence, &bob, json!({"presence": "online"}))
+            .await,
         403,
         "M_FORBIDDEN",
     );
-    let stranger = user(&server, "stranger").await;
+    let stranger = server.user("stranger").await;
     assert_error(
         &server.get(&presence, Some(&stranger.token)).await,
         403,
@@ -723,9 +664,9 @@ async fn to_device_messages_are_delivered_once(backend: Backend) {
 
     let path = |txn: &str| format!("{C}/sendToDevice/org.example.ping/{txn}");
     let body = json!({"messages": {bob.id.clone(): {phone_id.clone(): {"n": 1}}}});
-    ok(put(&server, &path("t1"), &alice, body.clone()).await);
+    ok(server.put(&path("t1"), &alice, body.clone()).await);
     // The same transaction again is not delivered twice.
-    ok(put(&server, &path("t1"), &alice, body).await);
+    ok(server.put(&path("t1"), &alice, body).await);
     let first = sync_since(&server, &bob_phone, &since).await;
     let events = first["to_device"]["events"].as_array().unwrap();
     assert_eq!(events.len(), 1, "{first}");
@@ -743,7 +684,7 @@ async fn to_device_messages_are_delivered_once(backend: Backend) {
     // `*` reaches every device of the user.
     let laptop_since = next_batch(&sync(&server, &bob, "").await);
     let all = json!({"messages": {bob.id.clone(): {"*": {"n": 2}}}});
-    ok(put(&server, &path("t2"), &alice, all).await);
+    ok(server.put(&path("t2"), &alice, all).await);
     let laptop = sync_since(&server, &bob, &laptop_since).await;
     assert_eq!(
         laptop["to_device"]["events"][0]["content"]["n"], 2,
@@ -753,7 +694,7 @@ async fn to_device_messages_are_delivered_once(backend: Backend) {
     // Over the size limit: 413, nothing queued.
     let huge = json!({"messages": {bob.id.clone(): {phone_id: {"blob": "x".repeat(70_000)}}}});
     assert_error(
-        &put(&server, &path("t3"), &alice, huge).await,
+        &server.put(&path("t3"), &alice, huge).await,
         413,
         "M_TOO_LARGE",
     );
@@ -776,13 +717,13 @@ async fn push_rules_drive_notifications(backend: Backend) {
 
     // A keyword rule that highlights.
     let rule = format!("{C}/pushrules/global/content/deploy");
-    ok(put(
-        &server,
-        &rule,
-        &bob,
-        json!({"pattern": "deploy", "actions": ["notify", {"set_tweak": "highlight"}]}),
-    )
-    .await);
+    ok(server
+        .put(
+            &rule,
+            &bob,
+            json!({"pattern": "deploy", "actions": ["notify", {"set_tweak": "highlight"}]}),
+        )
+        .await);
     let got = ok(server.get(&rule, Some(&bob.token)).await);
     assert_eq!(got["pattern"], "deploy");
     send_text(&server, &alice, &room, "time to deploy").await;
@@ -803,13 +744,9 @@ async fn push_rules_drive_notifications(backend: Backend) {
     assert_eq!(everything["notifications"].as_array().unwrap().len(), 2);
 
     // Disabled: no longer applies; enabled state reads back.
-    ok(put(
-        &server,
-        &format!("{rule}/enabled"),
-        &bob,
-        json!({"enabled": false}),
-    )
-    .await);
+    ok(server
+        .put(&format!("{rule}/enabled"), &bob, json!({"enabled": false}))
+        .await);
     assert_eq!(
         ok(server
             .get(&format!("{rule}/enabled"), Some(&bob.token))
@@ -828,7 +765,7 @@ async fn push_rules_drive_notifications(backend: Backend) {
     // matches the one-to-one rule first).
     for rule_id in [".m.rule.room_one_to_one", ".m.rule.message"] {
         let path = format!("{C}/pushrules/global/underride/{rule_id}/actions");
-        ok(put(&server, &path, &bob, json!({"actions": []})).await);
+        ok(server.put(&path, &bob, json!({"actions": []})).await);
     }
     let before = ok(server
         .get(&format!("{C}/notifications"), Some(&bob.token))

@@ -1,6 +1,9 @@
 //! A real client's sync loop: matrix-sdk (Element's Rust core) syncs as Bob
 //! and sees Alice's message, typing notice and read receipt arrive.
 
+// With its encryption machine, matrix-sdk's futures nest deeper than the default limit.
+#![recursion_limit = "256"]
+
 use std::time::Duration;
 
 use matrix_sdk::{

@@ -101,18 +101,23 @@ impl Storage {
     }
 
     /// Deletes the devices and, through the foreign keys, their tokens;
-    /// their pushers and undelivered to-device messages go with them.
+    /// their pushers, undelivered to-device messages and keys go with them.
     pub async fn delete_devices(&self, user_id: &str, device_ids: &[String]) -> Result<()> {
         write!(self, pool => {
             let mut tx = pool.begin().await?;
             for device_id in device_ids {
-                for table in ["devices", "pushers", "to_device_inbox"] {
-                    sqlx::query(&format!("DELETE FROM {table} WHERE user_id = $1 AND device_id = $2"))
+                for table in ["devices", "pushers", "to_device_inbox", "device_keys", "one_time_keys", "fallback_keys"] {
+                    sqlx::query(sqlx::AssertSqlSafe(&*format!("DELETE FROM {table} WHERE user_id = $1 AND device_id = $2")))
                         .bind(user_id)
                         .bind(device_id)
                         .execute(&mut *tx)
                         .await?;
                 }
+                sqlx::query("DELETE FROM key_signatures WHERE target_user_id = $1 AND target_key_id = $2")
+                    .bind(user_id)
+                    .bind(device_id)
+                    .execute(&mut *tx)
+                    .await?;
             }
             tx.commit().await?;
             Ok(())

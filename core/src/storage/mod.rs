@@ -8,6 +8,8 @@ mod accounts;
 mod aliases;
 mod devices;
 pub mod ephemeral;
+pub mod key_backup;
+pub mod keys;
 mod plugin_kv;
 pub mod push;
 pub mod rooms;

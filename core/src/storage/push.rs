@@ -99,7 +99,7 @@ impl Storage {
              GROUP BY a.room_id, a.thread_id"
         );
         read!(self, pool => {
-            let rows = sqlx::query(&sql).bind(user_id).fetch_all(pool).await?;
+            let rows = sqlx::query(sqlx::AssertSqlSafe(&*sql)).bind(user_id).fetch_all(pool).await?;
             let mut counts = HashMap::with_capacity(rows.len());
             for row in rows {
                 counts.insert(
@@ -135,7 +135,7 @@ impl Storage {
              ORDER BY a.stream_ordering DESC LIMIT $3"
         );
         read!(self, pool => {
-            let rows = sqlx::query(&sql).bind(user_id).bind(before).bind(limit).fetch_all(pool).await?;
+            let rows = sqlx::query(sqlx::AssertSqlSafe(&*sql)).bind(user_id).bind(before).bind(limit).fetch_all(pool).await?;
             rows.iter()
                 .map(|row| {
                     Ok(NotificationRow {
@@ -164,7 +164,7 @@ impl Storage {
                     .execute(&mut *tx)
                     .await?;
             }
-            sqlx::query(&format!(
+            sqlx::query(sqlx::AssertSqlSafe(&*format!(
                 "INSERT INTO pushers ({PUSHER_COLUMNS}, created_ts)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
                  ON CONFLICT (app_id, pushkey, user_id) DO UPDATE SET
@@ -172,7 +172,7 @@ impl Storage {
                      app_display_name = excluded.app_display_name,
                      device_display_name = excluded.device_display_name,
                      profile_tag = excluded.profile_tag, lang = excluded.lang, data = excluded.data"
-            ))
+            )))
             .bind(&pusher.user_id)
             .bind(&pusher.device_id)
             .bind(&pusher.kind)
@@ -217,7 +217,7 @@ impl Storage {
 
     pub async fn pushers(&self, user_id: &str) -> Result<Vec<PusherRow>> {
         read!(self, pool => {
-            let rows = sqlx::query(&format!("SELECT {PUSHER_COLUMNS} FROM pushers WHERE user_id = $1 ORDER BY created_ts"))
+            let rows = sqlx::query(sqlx::AssertSqlSafe(&*format!("SELECT {PUSHER_COLUMNS} FROM pushers WHERE user_id = $1 ORDER BY created_ts")))
                 .bind(user_id)
                 .fetch_all(pool)
                 .await?;

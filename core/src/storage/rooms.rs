@@ -343,11 +343,11 @@ impl Storage {
 
     pub async fn forward_extremities(&self, room_id: &str) -> Result<Vec<StoredEvent>> {
         read!(self, pool => {
-            let rows = sqlx::query(&format!(
+            let rows = sqlx::query(sqlx::AssertSqlSafe(&*format!(
                 "SELECT {EVENT_COLUMNS} FROM events WHERE event_id IN
                  (SELECT event_id FROM forward_extremities WHERE room_id = $1)
                  ORDER BY stream_ordering"
-            ))
+            )))
             .bind(room_id)
             .fetch_all(pool)
             .await?;
@@ -357,7 +357,7 @@ impl Storage {
 
     pub async fn event(&self, event_id: &str) -> Result<Option<StoredEvent>> {
         read!(self, pool => {
-            let row = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1"))
+            let row = sqlx::query(sqlx::AssertSqlSafe(&*format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1")))
                 .bind(event_id)
                 .fetch_optional(pool)
                 .await?;
@@ -376,7 +376,7 @@ impl Storage {
                 placeholders.join(", ")
             );
             read!(self, pool => {
-                let mut query = sqlx::query(&sql);
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(&*sql));
                 for id in chunk {
                     query = query.bind(id);
                 }
@@ -421,7 +421,7 @@ impl Storage {
              ORDER BY stream_ordering"
         );
         read!(self, pool => {
-            let rows = sqlx::query(&sql).bind(room_id).bind(user_id).fetch_all(pool).await?;
+            let rows = sqlx::query(sqlx::AssertSqlSafe(&*sql)).bind(room_id).bind(user_id).fetch_all(pool).await?;
             let mut out = Vec::with_capacity(rows.len());
             for row in rows {
                 let event = stored_event!(row);
@@ -476,7 +476,7 @@ impl Storage {
              ORDER BY c.distance DESC"
         );
         read!(self, pool => {
-            let mut query = sqlx::query(&sql).bind(group);
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(&*sql)).bind(group);
             if let Some((kind, state_key)) = only {
                 query = query.bind(kind).bind(state_key);
             }
@@ -512,10 +512,10 @@ impl Storage {
         state_key: &str,
     ) -> Result<Option<StoredEvent>> {
         read!(self, pool => {
-            let row = sqlx::query(&format!(
+            let row = sqlx::query(sqlx::AssertSqlSafe(&*format!(
                 "SELECT {EVENT_COLUMNS} FROM events WHERE event_id =
                  (SELECT event_id FROM current_state WHERE room_id = $1 AND type = $2 AND state_key = $3)"
-            ))
+            )))
             .bind(room_id)
             .bind(kind)
             .bind(state_key)
@@ -600,7 +600,7 @@ impl Storage {
         };
         let to = to.unwrap_or(if forward { i64::MAX } else { 0 });
         read!(self, pool => {
-            let rows = sqlx::query(&sql)
+            let rows = sqlx::query(sqlx::AssertSqlSafe(&*sql))
                 .bind(room_id)
                 .bind(from)
                 .bind(to)
@@ -674,7 +674,7 @@ impl Storage {
             placeholders.join(", ")
         );
         read!(self, pool => {
-            let mut query = sqlx::query_as::<_, (String, String)>(&sql).bind(user_id).bind(device_id);
+            let mut query = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(&*sql)).bind(user_id).bind(device_id);
             for id in event_ids {
                 query = query.bind(id);
             }
@@ -727,7 +727,7 @@ impl Storage {
             )
         };
         read!(self, pool => {
-            let row = sqlx::query(&sql).bind(room_id).bind(ts).fetch_optional(pool).await?;
+            let row = sqlx::query(sqlx::AssertSqlSafe(&*sql)).bind(room_id).bind(ts).fetch_optional(pool).await?;
             Ok(optional_stored_event!(row))
         })
     }

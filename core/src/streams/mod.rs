@@ -102,6 +102,15 @@ impl Positions {
     pub fn advanced_since(&self, earlier: &Positions) -> bool {
         self.0.iter().zip(earlier.0).any(|(now, then)| *now > then)
     }
+
+    /// Each stream at the earlier of the two positions.
+    pub fn earliest(&self, other: &Positions) -> Positions {
+        let mut earliest = *self;
+        for (mine, theirs) in earliest.0.iter_mut().zip(other.0) {
+            *mine = (*mine).min(theirs);
+        }
+        earliest
+    }
 }
 
 /// `s<events>_<account data>_<receipts>_<typing>_<to-device>_<device lists>_<presence>`.

@@ -4,10 +4,13 @@ pub mod account;
 pub mod account_data;
 pub mod capabilities;
 pub mod create_room;
+pub mod cross_signing;
 pub mod devices;
 pub mod directory;
 pub mod events;
 pub mod filter;
+pub mod key_backup;
+pub mod keys;
 pub mod membership;
 pub mod presence;
 pub mod profile;
@@ -27,10 +30,10 @@ pub mod versions;
 
 use axum::Router;
 use ruma::api::client::{
-    account as acct, alias, config, context, device, directory as dir, discovery, filter as flt,
-    knock, membership as member, message, presence as pres, profile as prof, push as psh,
-    read_marker, receipt, redact, room, session as sess, state as st, sync::sync_events, tag,
-    to_device as td, typing as typ, user_directory,
+    account as acct, alias, backup as bk, config, context, device, directory as dir, discovery,
+    filter as flt, keys as k, knock, membership as member, message, presence as pres,
+    profile as prof, push as psh, read_marker, receipt, redact, room, session as sess, state as st,
+    sync::sync_events, tag, to_device as td, typing as typ, user_directory,
 };
 
 use super::RumaRouter;
@@ -121,6 +124,31 @@ pub fn router() -> Router<AppState> {
         .endpoint::<pres::set_presence::v3::Request, _, _>(presence::set)
         .endpoint::<pres::get_presence::v3::Request, _, _>(presence::get)
         .endpoint::<td::send_event_to_device::v3::Request, _, _>(to_device::send)
+        // End-to-end encryption
+        .endpoint::<k::upload_keys::v3::Request, _, _>(keys::upload)
+        .endpoint::<k::get_keys::v3::Request, _, _>(keys::query)
+        .endpoint::<k::claim_keys::v3::Request, _, _>(keys::claim)
+        .endpoint::<k::get_key_changes::v3::Request, _, _>(keys::changes)
+        .endpoint::<k::upload_signing_keys::v3::Request, _, _>(cross_signing::upload_signing_keys)
+        .endpoint::<k::upload_signatures::v3::Request, _, _>(cross_signing::upload_signatures)
+        .endpoint::<bk::create_backup_version::v3::Request, _, _>(key_backup::create_version)
+        .endpoint::<bk::get_latest_backup_info::v3::Request, _, _>(key_backup::get_latest_version)
+        .endpoint::<bk::get_backup_info::v3::Request, _, _>(key_backup::get_version)
+        .endpoint::<bk::update_backup_version::v3::Request, _, _>(key_backup::update_version)
+        .endpoint::<bk::delete_backup_version::v3::Request, _, _>(key_backup::delete_version)
+        .endpoint::<bk::add_backup_keys::v3::Request, _, _>(key_backup::put_keys)
+        .endpoint::<bk::add_backup_keys_for_room::v3::Request, _, _>(key_backup::put_room_keys)
+        .endpoint::<bk::add_backup_keys_for_session::v3::Request, _, _>(key_backup::put_session_key)
+        .endpoint::<bk::get_backup_keys::v3::Request, _, _>(key_backup::get_keys)
+        .endpoint::<bk::get_backup_keys_for_room::v3::Request, _, _>(key_backup::get_room_keys)
+        .endpoint::<bk::get_backup_keys_for_session::v3::Request, _, _>(key_backup::get_session_key)
+        .endpoint::<bk::delete_backup_keys::v3::Request, _, _>(key_backup::delete_keys)
+        .endpoint::<bk::delete_backup_keys_for_room::v3::Request, _, _>(
+            key_backup::delete_room_keys,
+        )
+        .endpoint::<bk::delete_backup_keys_for_session::v3::Request, _, _>(
+            key_backup::delete_session_key,
+        )
         // Push
         .endpoint::<psh::get_pushrules_all::v3::Request, _, _>(push::get_all)
         .endpoint::<psh::get_pushrules_global_scope::v3::Request, _, _>(push::get_global)

@@ -268,10 +268,7 @@ impl SyncRequest<'_> {
         }
         self.rooms(&mut response, since, now, room_data).await?;
         response.to_device.events = self.to_device(since, now).await?;
-        let sharing = if since.is_none_or(|s| {
-            now.get(Stream::Presence) > s.get(Stream::Presence)
-                || now.get(Stream::DeviceLists) > s.get(Stream::DeviceLists)
-        }) {
+        let sharing = if since.is_none_or(|s| now.get(Stream::Presence) > s.get(Stream::Presence)) {
             self.state
                 .storage
                 .users_sharing_rooms(self.user.as_str())
@@ -282,24 +279,17 @@ impl SyncRequest<'_> {
             HashSet::new()
         };
         response.presence.events = self.presence(since, now, &sharing).await?;
-        if let Some(since) = since
-            && now.get(Stream::DeviceLists) > since.get(Stream::DeviceLists)
-        {
-            let mut changed: Vec<OwnedUserId> = self
-                .state
-                .storage
-                .device_list_changes_since(
-                    since.get(Stream::DeviceLists),
-                    now.get(Stream::DeviceLists),
-                )
-                .await?
-                .into_iter()
-                .filter(|user| sharing.contains(user))
-                .filter_map(|user| OwnedUserId::try_from(user).ok())
-                .collect();
-            changed.sort();
+        if let Some(since) = since {
+            let (changed, left) =
+                super::keys::device_list_updates(self.state, self.user, &since, &now).await?;
             response.device_lists.changed = changed;
+            response.device_lists.left = left;
         }
+        let (counts, unused_fallback) =
+            super::keys::one_time_key_counts(self.state, self.user.as_str(), self.device.as_str())
+                .await?;
+        response.device_one_time_keys_count = counts;
+        response.device_unused_fallback_key_types = Some(unused_fallback);
         Ok(response)
     }
 
