@@ -136,4 +136,22 @@ impl Storage {
             .await
         })
     }
+
+    /// Revokes every token of one device; the device (and its keys) stays.
+    pub async fn revoke_device_tokens(&self, user_id: &str, device_id: &str) -> Result<()> {
+        write!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for table in ["access_tokens", "refresh_tokens"] {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DELETE FROM {table} WHERE user_id = $1 AND device_id = $2"
+                )))
+                .bind(user_id)
+                .bind(device_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
 }

@@ -180,17 +180,20 @@ pub struct LoginSession {
 }
 
 /// Creates (or re-uses) the device and issues its tokens. Any token the
-/// device had before is revoked, as the spec asks for a re-used device ID.
+/// device had before is revoked, as the spec asks for a re-used device ID;
+/// its encryption keys stay, so a client that logs in again keeps its
+/// identity.
 pub async fn start_login_session(
     state: &AppState,
     user_id: &str,
     options: LoginOptions,
 ) -> ApiResult<LoginSession> {
     let device_id = options.device_id.unwrap_or_else(tokens::new_device_id);
-    if state.storage.device(user_id, &device_id).await?.is_some() {
+    let existing = state.storage.device(user_id, &device_id).await?.is_some();
+    if existing {
         state
             .storage
-            .delete_devices(user_id, std::slice::from_ref(&device_id))
+            .revoke_device_tokens(user_id, &device_id)
             .await?;
         state.tokens.forget_device(user_id, &device_id);
     }
@@ -203,7 +206,9 @@ pub async fn start_login_session(
             options.ip.as_deref(),
         )
         .await?;
-    super::devices::announce_device_change(state, user_id).await?;
+    if !existing {
+        super::devices::announce_device_change(state, user_id).await?;
+    }
     issue_tokens(state, user_id, &device_id, options.refresh_token, None).await
 }
 
