@@ -18,6 +18,8 @@
 //! - `initial-sync`: the user in `--rooms` rooms of `--room-events` messages;
 //!   workers run initial syncs.
 //! - `sync-idle`: incremental syncs (`timeout=0`) with nothing new.
+//! - `media`: upload and download throughput of a `--media-mb` file, and
+//!   thumbnail generation time for a `--image-size` JPEG.
 //!
 //! With `--server-pid`, each phase also reports the server's CPU time
 //! (utime + stime from `/proc/PID/stat`) per request.
@@ -37,6 +39,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use sha1::Sha1;
 
+mod media;
 mod sync;
 
 #[derive(Debug, Parser)]
@@ -55,7 +58,7 @@ struct Args {
     #[arg(long)]
     shared_secret: Option<String>,
     /// Phases to run, in order: login, whoami, send, state-at, sync-wake,
-    /// initial-sync, sync-idle.
+    /// initial-sync, sync-idle, media.
     #[arg(long, value_delimiter = ',', default_value = "login,whoami")]
     phases: Vec<String>,
     #[arg(long, default_value_t = 32)]
@@ -86,6 +89,15 @@ struct Args {
     /// `initial-sync`: messages per room.
     #[arg(long, default_value_t = 5)]
     room_events: usize,
+    /// `media`: size of the uploaded and downloaded file, in MiB.
+    #[arg(long, default_value_t = 10)]
+    media_mb: usize,
+    /// `media`: the photo thumbnailed, `WIDTHxHEIGHT`.
+    #[arg(long, default_value = "4000x3000", value_parser = media::parse_size)]
+    image_size: (u32, u32),
+    /// `media`: photos uploaded to time their first thumbnail request.
+    #[arg(long, default_value_t = 5)]
+    thumbnail_images: usize,
 }
 
 /// `state-at`: how many of the first state events the workers look up.
@@ -139,8 +151,9 @@ async fn main() -> anyhow::Result<()> {
             "sync-wake" => sync::wake_phase(&client, &args).await?,
             "initial-sync" => sync::initial_phase(&client, &args).await?,
             "sync-idle" => sync::idle_phase(&client, &args).await?,
+            "media" => media::media_phase(&client, &args).await?,
             other => bail!(
-                "unknown phase {other}: use login, whoami, send, state-at, sync-wake, initial-sync or sync-idle"
+                "unknown phase {other}: use login, whoami, send, state-at, sync-wake, initial-sync, sync-idle or media"
             ),
         }
     }

@@ -2,7 +2,7 @@
 //!
 //! The module tree follows the spec: `api` (client-server and admin APIs),
 //! `auth`, `rooms` (events, state and their rules), `streams` (what
-//! `/sync` follows), `push`, `federation`,
+//! `/sync` follows), `push`, `media` (the content repository), `federation`,
 //! `storage`, `config`; `server` wires them together.
 
 pub mod api;
@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod federation;
 pub mod logging;
+pub mod media;
 pub mod push;
 pub mod rooms;
 pub mod server;

@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::Context;
-use axum::Extension;
+use axum::{Extension, serve::ListenerExt};
 use myelin_plugin_api::{HostServices, PluginSet, Plugins};
 use ruma::OwnedServerName;
 use tokio::net::TcpListener;
@@ -18,6 +18,7 @@ use crate::{
     auth::{password::PasswordHasher, tokens::TokenCache, uia::UiaSessions},
     config::{Config, ListenerKind, Resource},
     federation::signing_key::{SigningKey, write_private_file},
+    media::Media,
     push::{PushRules, gateway::PushGateway},
     rooms::Rooms,
     state::{AppState, RateLimiters, RegistrationSecret, Services},
@@ -34,9 +35,9 @@ pub async fn prepare(config: Config, config_files: Vec<PathBuf>) -> anyhow::Resu
             config.data_directory.display()
         )
     })?;
-    std::fs::create_dir_all(config.media_store_path()).with_context(|| {
+    let media = Media::open(&config).with_context(|| {
         format!(
-            "media_store_path: cannot create {}",
+            "media_store_path: cannot prepare {}",
             config.media_store_path().display()
         )
     })?;
@@ -90,6 +91,7 @@ pub async fn prepare(config: Config, config_files: Vec<PathBuf>) -> anyhow::Resu
         live,
         push_rules,
         sync_caches: Default::default(),
+        media,
         config,
     })))
 }
@@ -221,6 +223,12 @@ pub async fn serve(state: AppState, register_hint: &str) -> anyhow::Result<()> {
             let service = router
                 .clone()
                 .into_make_service_with_connect_info::<SocketAddr>();
+            // No Nagle: a streamed response (a media file) goes out as its
+            // header and body writes, and waiting for the client's delayed
+            // ACK between them cost 40 ms per small file.
+            let socket = socket.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             servers.spawn(async move {
                 axum::serve(socket, service)
                     .with_graceful_shutdown(shutdown_signal())

@@ -12,6 +12,7 @@ use crate::{
     },
     config::Config,
     federation::signing_key::SigningKey,
+    media::Media,
     push::PushRules,
     rooms::Rooms,
     storage::Storage,
@@ -64,6 +65,7 @@ pub struct Services {
     pub live: Arc<Live>,
     pub push_rules: Arc<PushRules>,
     pub sync_caches: SyncCaches,
+    pub media: Media,
 }
 
 /// Cheap to clone: one `Arc` around the server's services.

@@ -175,6 +175,21 @@ impl PluginSet {
         )
     }
 
+    /// An uploaded file: its first bytes (at most 1 MiB), its content type
+    /// and total length.
+    pub async fn check_media_file_for_spam(
+        &self,
+        prefix: &[u8],
+        content_type: Option<&str>,
+        length: u64,
+    ) -> Verdict {
+        first_refusal!(
+            self,
+            Callback::CheckMediaFileForSpam,
+            call_check_media_file_for_spam(prefix, content_type, length)
+        )
+    }
+
     /// Whether to leave the user out of user directory results. A failed
     /// plugin with `on_error: deny` hides the user.
     pub async fn check_username_for_spam(&self, profile: &UserProfile) -> bool {
@@ -271,6 +286,7 @@ mod tests {
         };
         is_send(&set.check_event_for_spam(&event));
         is_send(&set.check_registration_for_spam(None, None, &[], None));
+        is_send(&set.check_media_file_for_spam(&[], None, 0));
     }
 
     #[test]

@@ -1,10 +1,12 @@
-//! HTTP APIs, laid out like the spec: `client` (client-server API) and
-//! `admin` (Synapse-compatible admin endpoints).
+//! HTTP APIs, laid out like the spec: `client` (client-server API),
+//! `media` (the content repository) and `admin` (Synapse-compatible admin
+//! endpoints).
 
 pub mod admin;
 pub mod client;
 pub mod error;
 pub mod json;
+pub mod media;
 pub mod plugins;
 pub mod ruma;
 
@@ -62,6 +64,9 @@ pub fn router(state: AppState, resources: &[Resource]) -> Router {
     let mut router = Router::new();
     if resources.contains(&Resource::Client) {
         router = router.merge(client::router()).merge(admin::router());
+    }
+    if resources.contains(&Resource::Client) || resources.contains(&Resource::Media) {
+        router = router.merge(media::router());
     }
     if resources.contains(&Resource::Metrics) && state.config.enable_metrics {
         router = router.route("/_synapse/metrics", axum::routing::get(metrics));

@@ -38,6 +38,12 @@ database:
 
 signing_key_path: "{data}/{server_name}.signing.key"
 media_store_path: "{data}/media_store"
+# The largest upload (also raise your reverse proxy's limit).
+max_upload_size: 50M
+# URL previews make the server fetch any URL a user names: off by default.
+# To enable them, list the ranges it must never reach (docs/configuration.md):
+#url_preview_enabled: true
+#url_preview_ip_range_blacklist: ['127.0.0.0/8', '10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', '100.64.0.0/10', '169.254.0.0/16', '::1/128', 'fe80::/10', 'fc00::/7']
 
 # Shared secret for the admin registration API and `myelin register-user`.
 # The file is created with a random secret if it does not exist.

@@ -6,6 +6,7 @@
 
 mod duration;
 mod generate;
+mod size;
 
 use std::{
     collections::BTreeMap,
@@ -19,6 +20,7 @@ use serde::Deserialize;
 
 pub use self::duration::ConfigDuration;
 pub use self::generate::sample_config;
+pub use self::size::ConfigSize;
 
 /// Where the defaults live when nothing else is configured.
 pub const DEFAULT_DATA_DIRECTORY: &str = "./myelin-data";
@@ -49,6 +51,22 @@ pub struct Config {
     pub log_config: Option<PathBuf>,
     pub signing_key_path: Option<PathBuf>,
     pub media_store_path: Option<PathBuf>,
+    pub max_upload_size: ConfigSize,
+    /// Media uploaded while this is on is served only by the authenticated
+    /// `/_matrix/client/v1/media/*` endpoints (Synapse's semantics).
+    pub enable_authenticated_media: bool,
+    pub max_pending_media_uploads: usize,
+    /// How long a media ID from `/create` waits for its upload.
+    pub unused_expiration_time: ConfigDuration,
+    pub thumbnail_sizes: Vec<ThumbnailSize>,
+    /// Images with more pixels are not thumbnailed.
+    pub max_image_pixels: ConfigSize,
+    pub url_preview_enabled: bool,
+    #[serde(deserialize_with = "ip_ranges_opt")]
+    pub url_preview_ip_range_blacklist: Option<Vec<ipnet::IpNet>>,
+    #[serde(deserialize_with = "ip_ranges")]
+    pub url_preview_ip_range_whitelist: Vec<ipnet::IpNet>,
+    pub max_spider_size: ConfigSize,
     /// The room version `createRoom` uses when the client names none.
     pub default_room_version: String,
     /// Plugins, in the order their callbacks are asked.
@@ -115,6 +133,16 @@ impl Default for Config {
             log_config: None,
             signing_key_path: None,
             media_store_path: None,
+            max_upload_size: ConfigSize(50 << 20),
+            enable_authenticated_media: true,
+            max_pending_media_uploads: 5,
+            unused_expiration_time: ConfigDuration(Duration::from_secs(24 * 3600)),
+            thumbnail_sizes: ThumbnailSize::synapse_defaults(),
+            max_image_pixels: ConfigSize(32 << 20),
+            url_preview_enabled: false,
+            url_preview_ip_range_blacklist: None,
+            url_preview_ip_range_whitelist: Vec::new(),
+            max_spider_size: ConfigSize(10 << 20),
             default_room_version: "10".to_owned(),
             modules: Vec::new(),
             enable_metrics: false,
@@ -123,6 +151,63 @@ impl Default for Config {
             presence: PresenceConfig::default(),
         }
     }
+}
+
+/// One entry of `thumbnail_sizes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct ThumbnailSize {
+    pub width: u32,
+    pub height: u32,
+    pub method: ThumbnailMethod,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ThumbnailMethod {
+    Crop,
+    Scale,
+}
+
+impl ThumbnailSize {
+    fn synapse_defaults() -> Vec<Self> {
+        use ThumbnailMethod::{Crop, Scale};
+        [
+            (32, 32, Crop),
+            (96, 96, Crop),
+            (320, 240, Scale),
+            (640, 480, Scale),
+            (800, 600, Scale),
+        ]
+        .into_iter()
+        .map(|(width, height, method)| Self {
+            width,
+            height,
+            method,
+        })
+        .collect()
+    }
+}
+
+/// IP ranges as Synapse lists them: CIDR ranges or single addresses.
+fn ip_ranges<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    let entries = Vec::<String>::deserialize(d)?;
+    entries
+        .iter()
+        .map(|entry| {
+            entry
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| entry.parse::<IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    serde::de::Error::custom(format!("`{entry}` is not an IP address or range"))
+                })
+        })
+        .collect()
+}
+
+fn ip_ranges_opt<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Vec<ipnet::IpNet>>, D::Error> {
+    ip_ranges(d).map(Some)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -455,6 +540,24 @@ impl Config {
                 ));
             }
         }
+        if self.url_preview_enabled && self.url_preview_ip_range_blacklist.is_none() {
+            return Err(ConfigError::new(
+                "url_preview_ip_range_blacklist",
+                "URL previews are enabled but no IP ranges are denied to the spider",
+                "List the ranges it must not reach (at least your private networks), e.g. `url_preview_ip_range_blacklist: ['127.0.0.0/8', '10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', '::1/128', 'fc00::/7', 'fe80::/10']`; see docs/configuration.md.",
+            ));
+        }
+        if let Some(size) = self
+            .thumbnail_sizes
+            .iter()
+            .find(|s| s.width == 0 || s.height == 0)
+        {
+            return Err(ConfigError::new(
+                "thumbnail_sizes",
+                format!("{}x{} has a zero side", size.width, size.height),
+                "Give every size a width and height of at least 1, e.g. `{width: 32, height: 32, method: crop}`.",
+            ));
+        }
         if let Some(path) = &self.log_config {
             readable_file("log_config", path)?;
         }
@@ -670,6 +773,19 @@ fn fix_for(key: &str) -> String {
             "session_lifetime",
             "Write a duration such as `90d` or a number of milliseconds.",
         ),
+        (
+            "max_upload_size",
+            "Write a size such as `50M`, `512K` or a number of bytes.",
+        ),
+        (
+            "max_spider_size",
+            "Write a size such as `10M`, `512K` or a number of bytes.",
+        ),
+        (
+            "unused_expiration_time",
+            "Write a duration such as `24h` or a number of milliseconds.",
+        ),
+        ("thumbnail_sizes.method", "Write `crop` or `scale`."),
     ]);
     if let Some(hint) = hints.get(normalised.as_str()) {
         return (*hint).to_owned();
@@ -725,6 +841,21 @@ mod tests {
         let err = parse("database: {name: mysql}").unwrap_err();
         assert_eq!(err.key, "database.name");
         assert!(err.fix.contains("sqlite3"));
+    }
+
+    #[test]
+    fn url_previews_need_a_blacklist() {
+        let err = parse("url_preview_enabled: true").unwrap_err();
+        assert_eq!(err.key, "url_preview_ip_range_blacklist");
+        let loaded = parse(
+            "url_preview_enabled: true\nurl_preview_ip_range_blacklist: ['10.0.0.0/8']\nurl_preview_ip_range_whitelist: ['10.1.2.3']\nmax_upload_size: 5M",
+        )
+        .unwrap();
+        assert_eq!(
+            loaded.config.url_preview_ip_range_whitelist,
+            vec!["10.1.2.3/32".parse::<ipnet::IpNet>().unwrap()]
+        );
+        assert_eq!(loaded.config.max_upload_size, ConfigSize(5 << 20));
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod devices;
 pub mod ephemeral;
 pub mod key_backup;
 pub mod keys;
+pub mod media;
 mod plugin_kv;
 pub mod push;
 pub mod rooms;

@@ -248,12 +248,10 @@ pub async fn query(
         let mut keys: Value = serde_json::from_str(&row.json).unwrap_or_default();
         merge_signatures(&mut keys, &signatures, &row.user_id, &row.device_id);
         keys["unsigned"] = json!({ "device_display_name": row.display_name });
-        let (Ok(user), Ok(device)) = (
-            OwnedUserId::try_from(row.user_id.as_str()),
-            OwnedDeviceId::try_from(row.device_id.as_str()),
-        ) else {
+        let Ok(user) = OwnedUserId::try_from(row.user_id.as_str()) else {
             continue;
         };
+        let device = OwnedDeviceId::from(row.device_id.as_str());
         response
             .device_keys
             .entry(user)

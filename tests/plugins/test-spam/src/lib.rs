@@ -21,6 +21,8 @@
 //! * `check-username-for-spam`: hides users whose ID contains `spammer`.
 //! * `check-registration-for-spam`: denies usernames starting with `bad`
 //!   (`M_FORBIDDEN`), shadow-bans those starting with `shadow`.
+//! * `check-media-file-for-spam`: rejects an upload whose first bytes
+//!   contain a banned word (ASCII case-insensitively), with `errcode`.
 //! * `init` fails when `reject_config` is true or the JSON is invalid.
 
 use std::cell::RefCell;
@@ -79,6 +81,7 @@ impl Plugin for TestSpam {
             Callback::UserMayJoinRoom,
             Callback::CheckUsernameForSpam,
             Callback::CheckRegistrationForSpam,
+            Callback::CheckMediaFileForSpam,
         ])
     }
 }
@@ -157,6 +160,30 @@ impl SpamChecker for TestSpam {
             _ => RegistrationVerdict::Allow,
         }
     }
+
+    fn check_media_file_for_spam(
+        prefix: &[u8],
+        content_type: Option<&str>,
+        length: u64,
+    ) -> SpamVerdict {
+        let text = prefix.to_ascii_lowercase();
+        with_config(|config| {
+            let Some(word) = config.banned_words.iter().find(|word| {
+                let word = word.to_ascii_lowercase();
+                !word.is_empty() && text.windows(word.len()).any(|w| w == word.as_bytes())
+            }) else {
+                return SpamVerdict::NotSpam;
+            };
+            log::info(format!(
+                "rejecting a {length}-byte {} upload: banned word {word:?}",
+                content_type.unwrap_or("untyped")
+            ));
+            SpamVerdict::reject(
+                &config.errcode,
+                format!("file contains the banned word {word:?}"),
+            )
+        })
+    }
 }
 
 myelin_sdk::export_plugin!(TestSpam);
@@ -198,6 +225,14 @@ mod tests {
         assert_eq!(
             TestSpam::check_registration_for_spam(None, Some("shadowy"), &[], None),
             RegistrationVerdict::ShadowBan
+        );
+        assert_eq!(
+            TestSpam::check_media_file_for_spam(b"all about SPAM", Some("text/plain"), 14),
+            SpamVerdict::reject("M_SPAM", "file contains the banned word \"spam\"")
+        );
+        assert_eq!(
+            TestSpam::check_media_file_for_spam(b"\x89PNG", Some("image/png"), 4),
+            SpamVerdict::NotSpam
         );
     }
 }
