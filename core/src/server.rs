@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 
 use crate::{
     api::{self, ruma::TrustForwardedFor},
-    auth::{password::PasswordHasher, tokens::TokenCache, uia::UiaSessions},
+    auth::{jwt::JwtLogin, password::PasswordHasher, tokens::TokenCache, uia::UiaSessions},
     config::{Config, ListenerKind, Resource},
     federation::signing_key::{SigningKey, write_private_file},
     media::Media,
@@ -91,6 +91,12 @@ pub async fn prepare(config: Config, config_files: Vec<PathBuf>) -> anyhow::Resu
         live,
         push_rules,
         sync_caches: Default::default(),
+        jwt: config
+            .jwt_config
+            .enabled
+            .then(|| JwtLogin::from_config(&config.jwt_config))
+            .transpose()
+            .map_err(|problem| anyhow::anyhow!("jwt_config: {problem}"))?,
         media,
         config,
     })))

@@ -65,6 +65,8 @@ pub struct Services {
     pub live: Arc<Live>,
     pub push_rules: Arc<PushRules>,
     pub sync_caches: SyncCaches,
+    /// The JWT verifier, when `jwt_config.enabled`.
+    pub jwt: Option<crate::auth::jwt::JwtLogin>,
     pub media: Media,
 }
 

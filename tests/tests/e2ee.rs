@@ -249,14 +249,23 @@ async fn device_and_one_time_keys_are_published_and_claimed(backend: Backend) {
     // its keys: the client keeps its cryptographic identity.
     let again = Device::login(&server, "alice", "ALICEPHONE").await;
     assert_error(
-        &server.get(&format!("{C}/account/whoami"), Some(&alice.token)).await,
+        &server
+            .get(&format!("{C}/account/whoami"), Some(&alice.token))
+            .await,
         401,
         "M_UNKNOWN_TOKEN",
     );
     let kept = ok(server
-        .post(&format!("{C}/keys/query"), Some(&bob.token), json!({"device_keys": {alice.user.clone(): []}}))
+        .post(
+            &format!("{C}/keys/query"),
+            Some(&bob.token),
+            json!({"device_keys": {alice.user.clone(): []}}),
+        )
         .await);
-    assert!(kept["device_keys"][&alice.user]["ALICEPHONE"].is_object(), "{kept}");
+    assert!(
+        kept["device_keys"][&alice.user]["ALICEPHONE"].is_object(),
+        "{kept}"
+    );
     let alice = again;
 
     // Deleting the device deletes its keys.

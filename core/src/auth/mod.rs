@@ -1,6 +1,7 @@
 //! Authentication: passwords, tokens, user-interactive auth, rate limits,
 //! and the rules for what a user ID may look like.
 
+pub mod jwt;
 pub mod password;
 pub mod ratelimit;
 pub mod shared_secret;

@@ -6,6 +6,7 @@
 
 mod duration;
 mod generate;
+pub mod jwt;
 mod size;
 
 use std::{
@@ -42,6 +43,7 @@ pub struct Config {
     pub enable_registration_without_verification: bool,
     pub allow_guest_access: bool,
     pub password_config: PasswordConfig,
+    pub jwt_config: jwt::JwtConfig,
     pub refresh_token_lifetime: Option<ConfigDuration>,
     pub refreshable_access_token_lifetime: ConfigDuration,
     pub nonrefreshable_access_token_lifetime: Option<ConfigDuration>,
@@ -121,6 +123,7 @@ impl Default for Config {
             enable_registration_without_verification: false,
             allow_guest_access: false,
             password_config: PasswordConfig::default(),
+            jwt_config: jwt::JwtConfig::default(),
             refresh_token_lifetime: None,
             refreshable_access_token_lifetime: ConfigDuration(Duration::from_secs(5 * 60)),
             nonrefreshable_access_token_lifetime: None,
@@ -402,7 +405,11 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(key: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) -> Self {
+    pub(crate) fn new(
+        key: impl Into<String>,
+        problem: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
         Self {
             key: key.into(),
             problem: problem.into(),
@@ -480,6 +487,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        self.jwt_config.validate()?;
         if ruma::ServerName::parse(&self.server_name).is_err() {
             return Err(ConfigError::new(
                 "server_name",

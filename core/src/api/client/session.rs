@@ -10,7 +10,7 @@ use ruma::{
     api::client::{
         session::{
             get_login_types::v3::{self as login_types, LoginType, PasswordLoginType},
-            login::v3::{self as login_endpoint, DiscoveryInfo, LoginInfo},
+            login::v3::{self as login_endpoint, DiscoveryInfo, LoginInfo, Password},
             logout::v3 as logout_endpoint,
             logout_all::v3 as logout_all_endpoint,
             refresh_token::v3 as refresh_endpoint,
@@ -19,14 +19,16 @@ use ruma::{
     },
 };
 
+use myelin_plugin_api::Registration;
+
 use crate::{
     api::{
         error::{ApiResult, MatrixError},
         ruma::{Ruma, RumaResponse},
     },
-    auth::{password, tokens},
+    auth::{jwt, password, tokens, username},
     state::AppState,
-    storage::now_ms,
+    storage::{NewUser, UserRecord, now_ms},
 };
 
 /// `GET /_matrix/client/v3/login`
@@ -37,6 +39,12 @@ pub async fn get_login_types(
     let mut flows = Vec::new();
     if password_login_enabled(&state) {
         flows.push(LoginType::Password(PasswordLoginType::new()));
+    }
+    if state.jwt.is_some() {
+        flows.push(
+            LoginType::new(jwt::LOGIN_TYPE, Default::default())
+                .map_err(|_| MatrixError::internal())?,
+        );
     }
     Ok(RumaResponse(login_types::Response::new(flows)))
 }
@@ -64,47 +72,16 @@ pub async fn login(
         .map_err(MatrixError::limit_exceeded)?;
 
     let body = req.body;
-    let LoginInfo::Password(credentials) = body.login_info else {
-        return Err(MatrixError::unknown(
-            StatusCode::BAD_REQUEST,
-            "Unknown login type",
-        ));
-    };
-    if !password_login_enabled(&state) {
-        return Err(MatrixError::unknown(
-            StatusCode::BAD_REQUEST,
-            "Password login has been disabled.",
-        ));
-    }
-    #[allow(deprecated)] // the legacy `user` field is still sent by old clients
-    let named = match (&credentials.identifier, &credentials.user) {
-        (Some(UserIdentifier::Matrix(id)), _) => id.user.clone(),
-        (None, Some(user)) => user.clone(),
-        (Some(_), _) => return Err(invalid_credentials()),
-        (None, None) => return Err(MatrixError::missing_param("Missing identifier")),
-    };
-    let user_id = qualify(&named, &state);
-
-    state
-        .rate_limits
-        .login_account
-        .check(&user_id, true)
-        .map_err(MatrixError::limit_exceeded)?;
-    state
-        .rate_limits
-        .login_failed_attempts
-        .check(&user_id, false)
-        .map_err(MatrixError::limit_exceeded)?;
-
-    let user = state.storage.user(&user_id).await?;
-    let stored = user.as_ref().and_then(|u| u.password_hash.clone());
-    let verified = state.passwords.verify(&credentials.password, stored).await;
-
-    let user = match (user, &verified) {
-        (Some(user), password::Verified::Yes | password::Verified::YesRehash(_)) => user,
+    let user = match &body.login_info {
+        LoginInfo::Password(credentials) => password_login(&state, credentials).await?,
+        info if info.login_type() == jwt::LOGIN_TYPE && state.jwt.is_some() => {
+            jwt_login(&state, &info.data(), &req.user_agent, &ip).await?
+        }
         _ => {
-            state.rate_limits.login_failed_attempts.record(&user_id);
-            return Err(invalid_credentials());
+            return Err(MatrixError::unknown(
+                StatusCode::BAD_REQUEST,
+                "Unknown login type",
+            ));
         }
     };
     if user.deactivated {
@@ -113,13 +90,6 @@ pub async fn login(
             ruma::api::error::ErrorKind::UserDeactivated,
             "This account has been deactivated",
         ));
-    }
-    if let password::Verified::YesRehash(new_hash) = verified {
-        state
-            .storage
-            .set_password_hash(&user.user_id, &new_hash)
-            .await?;
-        tracing::info!(user_id = %user.user_id, "rehashed a bcrypt password with argon2id");
     }
 
     let login = start_login_session(
@@ -146,6 +116,120 @@ pub async fn login(
         )));
     }
     Ok(RumaResponse(response))
+}
+
+/// `m.login.password`: the user whose password this is.
+async fn password_login(state: &AppState, credentials: &Password) -> ApiResult<UserRecord> {
+    if !password_login_enabled(state) {
+        return Err(MatrixError::unknown(
+            StatusCode::BAD_REQUEST,
+            "Password login has been disabled.",
+        ));
+    }
+    #[allow(deprecated)] // the legacy `user` field is still sent by old clients
+    let named = match (&credentials.identifier, &credentials.user) {
+        (Some(UserIdentifier::Matrix(id)), _) => id.user.clone(),
+        (None, Some(user)) => user.clone(),
+        (Some(_), _) => return Err(invalid_credentials()),
+        (None, None) => return Err(MatrixError::missing_param("Missing identifier")),
+    };
+    let user_id = qualify(&named, state);
+
+    state
+        .rate_limits
+        .login_account
+        .check(&user_id, true)
+        .map_err(MatrixError::limit_exceeded)?;
+    state
+        .rate_limits
+        .login_failed_attempts
+        .check(&user_id, false)
+        .map_err(MatrixError::limit_exceeded)?;
+
+    let user = state.storage.user(&user_id).await?;
+    let stored = user.as_ref().and_then(|u| u.password_hash.clone());
+    let verified = state.passwords.verify(&credentials.password, stored).await;
+
+    let user = match (user, &verified) {
+        (Some(user), password::Verified::Yes | password::Verified::YesRehash(_)) => user,
+        _ => {
+            state.rate_limits.login_failed_attempts.record(&user_id);
+            return Err(invalid_credentials());
+        }
+    };
+    if let password::Verified::YesRehash(new_hash) = verified {
+        state
+            .storage
+            .set_password_hash(&user.user_id, &new_hash)
+            .await?;
+        tracing::info!(user_id = %user.user_id, "rehashed a bcrypt password with argon2id");
+    }
+    Ok(user)
+}
+
+/// `org.matrix.login.jwt`: the user a valid token names, created on first
+/// login (as Synapse does) with the token's display name if it carries one.
+/// An invalid token gets 403 `M_FORBIDDEN`.
+async fn jwt_login(
+    state: &AppState,
+    data: &serde_json::Map<String, serde_json::Value>,
+    user_agent: &Option<String>,
+    ip: &str,
+) -> ApiResult<UserRecord> {
+    let verifier = state.jwt.as_ref().ok_or_else(MatrixError::internal)?;
+    let token = data
+        .get("token")
+        .and_then(|t| t.as_str())
+        .ok_or_else(|| MatrixError::forbidden("Token field for JWT is missing"))?;
+    let identity = verifier.verify(token).map_err(|reason| {
+        tracing::info!(%reason, "refused a JWT login");
+        MatrixError::forbidden("JWT validation failed")
+    })?;
+    let user_id = format!("@{}:{}", identity.localpart, state.server_name);
+    if let Some(user) = state.storage.user(&user_id).await? {
+        return Ok(user);
+    }
+    username::check_localpart(&identity.localpart, state.server_name.as_str(), false).map_err(
+        |e| {
+            MatrixError::new(
+                StatusCode::BAD_REQUEST,
+                ruma::api::error::ErrorKind::InvalidUsername,
+                e.0,
+            )
+        },
+    )?;
+    let shadow_banned = match state
+        .plugins
+        .current()
+        .check_registration_for_spam(
+            None,
+            Some(&identity.localpart),
+            &[(user_agent.clone().unwrap_or_default(), ip.to_owned())],
+            None,
+        )
+        .await
+    {
+        Registration::Allow => false,
+        Registration::ShadowBan => true,
+        Registration::Deny { errcode, message } => {
+            return Err(crate::api::plugins::refusal(&errcode, &message));
+        }
+    };
+    state
+        .storage
+        .create_user(&NewUser {
+            user_id: user_id.clone(),
+            displayname: Some(identity.display_name.unwrap_or(identity.localpart)),
+            shadow_banned,
+            ..NewUser::default()
+        })
+        .await?;
+    tracing::info!(%user_id, "registered user on first JWT login");
+    state
+        .storage
+        .user(&user_id)
+        .await?
+        .ok_or_else(MatrixError::internal)
 }
 
 /// `@alice:server` from `alice`, `@alice:server` or `@Alice:server`.
