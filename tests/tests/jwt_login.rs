@@ -106,7 +106,11 @@ async fn a_valid_token_logs_in_and_creates_the_user(backend: Backend) {
         hs256(claims(json!({"sub": null})), SECRET),
         "not.a.jwt".to_owned(),
     ] {
-        assert_error(&jwt_login(&server, &bad).await, 403, "M_FORBIDDEN");
+        let refused = jwt_login(&server, &bad).await;
+        assert_error(&refused, 403, "M_FORBIDDEN");
+        // The reason is given, as Synapse gives it.
+        let message = refused.1["error"].as_str().unwrap();
+        assert!(message.starts_with("JWT validation failed: "), "{message}");
     }
     let missing = server
         .post(

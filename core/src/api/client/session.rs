@@ -183,7 +183,7 @@ async fn jwt_login(
         .ok_or_else(|| MatrixError::forbidden("Token field for JWT is missing"))?;
     let identity = verifier.verify(token).map_err(|reason| {
         tracing::info!(%reason, "refused a JWT login");
-        MatrixError::forbidden("JWT validation failed")
+        MatrixError::forbidden(format!("JWT validation failed: {reason}"))
     })?;
     let user_id = format!("@{}:{}", identity.localpart, state.server_name);
     if let Some(user) = state.storage.user(&user_id).await? {
