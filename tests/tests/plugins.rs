@@ -367,7 +367,7 @@ async fn kv_grant_scenario(backend: Backend) {
         json!({ "limit": 2 }),
         // A generous deadline: kv writes wait for fsync, which on a loaded
         // machine may take longer than the default 100 ms.
-        "    grants: {kv: {quota_kib: 64}}\n    timeout_ms: 5000\n",
+        "    grants: {kv: {quota_kib: 64}}\n    limits: {timeout_ms: 5000}\n",
     );
     let mut server = server_on(backend, &[granted], "").await;
     let (_, alice) = server.register_user("alice", PASSWORD, false).await;
@@ -404,7 +404,7 @@ async fn kv_grant_scenario(backend: Backend) {
     let tiny = module(
         "test-grants",
         json!({ "limit": 2 }),
-        "    grants: {kv: {quota_kib: 0}}\n    timeout_ms: 5000\n",
+        "    grants: {kv: {quota_kib: 0}}\n    limits: {timeout_ms: 5000}\n",
     );
     let server = server_on(backend, &[tiny], "").await;
     let (_, carol) = server.register_user("carol", PASSWORD, false).await;
@@ -802,7 +802,7 @@ async fn the_spam_filter_plugin_enforces_its_rules() {
         }),
         // A generous deadline: kv writes wait for fsync, which on a loaded
         // machine may take longer than the default 100 ms.
-        "    grants: {kv: {quota_kib: 64}}\n    timeout_ms: 5000\n",
+        "    grants: {kv: {quota_kib: 64}}\n    limits: {timeout_ms: 5000}\n",
     );
     let server = server_with(
         &[filter],
