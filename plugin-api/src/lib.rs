@@ -9,6 +9,7 @@ mod bindings;
 pub mod config;
 pub mod grants;
 pub mod http;
+pub mod password_auth;
 pub mod plugin;
 pub mod runtime;
 pub mod spam;
@@ -17,13 +18,17 @@ pub mod stats;
 use std::{path::Path, sync::Arc};
 
 pub use self::{
-    bindings::myelin::plugin::types::{Callback, Event, LogLevel, UserProfile},
+    bindings::{
+        exports::myelin::plugin::password_auth::AuthCallback,
+        myelin::plugin::types::{Callback, Event, LogLevel, UserProfile},
+    },
     config::{Grants, Limits, ModuleConfig, OnError},
     grants::{BoxFuture, HostServices, KvBackend, QueryBackend},
+    password_auth::{AuthOutcome, AuthRegistration, PluginFailed},
     plugin::{Fault, LoadError, Plugin},
     runtime::Runtime,
     spam::{Registration, Verdict},
-    stats::{CallbackStats, callback_name},
+    stats::{CallbackStats, Hook, callback_name, hook_name},
 };
 
 /// The plugins the operator listed under `modules:`, in order.
@@ -54,10 +59,12 @@ impl PluginSet {
         let mut plugins = Vec::with_capacity(modules.len());
         for module in modules {
             let plugin = Plugin::load(&runtime, module, &services).await?;
-            tracing::info!(plugin = &*plugin.name, callbacks = ?plugin.callbacks, "plugin loaded");
+            tracing::info!(plugin = &*plugin.name, callbacks = ?plugin.callbacks, auth = ?plugin.auth, "plugin loaded");
             plugins.push(plugin);
         }
-        Ok(Self { plugins })
+        let set = Self { plugins };
+        set.check_auth_checkers()?;
+        Ok(set)
     }
 
     pub fn plugins(&self) -> &[Plugin] {

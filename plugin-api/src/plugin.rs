@@ -16,18 +16,20 @@ use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::{
     Store, StoreLimits, StoreLimitsBuilder, Trap,
-    component::{HasSelf, Linker, ResourceTable},
+    component::{HasSelf, InstancePre, Linker, ResourceTable},
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::{
     bindings::{
-        self, PluginPre,
+        self,
+        exports::myelin::plugin::{lifecycle, password_auth, spam_checker},
         myelin::plugin::types::{Callback, LogLevel},
     },
     config::{Limits, ModuleConfig, OnError},
     grants::{Granted, HostServices},
     http::HttpClient,
+    password_auth::AuthRegistration,
     runtime::{EPOCH_TICK, INSTANCES_PER_PLUGIN, Runtime},
     stats::PluginStats,
 };
@@ -104,8 +106,22 @@ impl InstanceState {
 /// An instance ready for calls.
 pub(crate) struct Warm {
     pub(crate) store: Store<InstanceState>,
-    pub(crate) bindings: bindings::Plugin,
+    pub(crate) spam: spam_checker::Guest,
+    /// Absent when the component does not export `password-auth`.
+    pub(crate) auth: Option<password_auth::Guest>,
 }
+
+/// Where the contract's exports are in the component, looked up once. The
+/// `password-auth` interface is optional, so the world's all-or-nothing
+/// `PluginPre` does not fit.
+struct Exports {
+    lifecycle: lifecycle::GuestIndices,
+    spam: spam_checker::GuestIndices,
+    auth: Option<password_auth::GuestIndices>,
+}
+
+/// The name under which a component exports the `password-auth` interface.
+const PASSWORD_AUTH_EXPORT: &str = "myelin:plugin/password-auth@0.1.0";
 
 /// An instance checked out for one call, holding one of the plugin's slots.
 pub(crate) struct Lease {
@@ -127,13 +143,16 @@ pub struct Plugin {
     pub limits: Limits,
     pub on_error: OnError,
     pub callbacks: HashSet<Callback>,
+    /// What the plugin registered through `password-auth` (empty without it).
+    pub auth: AuthRegistration,
     pub grants: crate::config::Grants,
     pub stats: PluginStats,
     /// The operator's `config:`, handed to every new instance's `init`.
     config_json: String,
     granted: Granted,
     runtime: Arc<Runtime>,
-    pre: PluginPre<InstanceState>,
+    pre: InstancePre<InstanceState>,
+    exports: Exports,
     pool: Mutex<Vec<Warm>>,
     /// Bounds the instances alive at once (see `INSTANCES_PER_PLUGIN`).
     slots: Arc<Semaphore>,
@@ -167,10 +186,17 @@ impl Plugin {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| fail(e.to_string()))?;
         bindings::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| fail(e.to_string()))?;
-        let pre = linker
-            .instantiate_pre(&component)
-            .and_then(PluginPre::new)
-            .map_err(|e| fail(format!("does not implement myelin:plugin@0.1.0: {e:#}")))?;
+        let contract =
+            |e: wasmtime::Error| fail(format!("does not implement myelin:plugin@0.1.0: {e:#}"));
+        let pre = linker.instantiate_pre(&component).map_err(contract)?;
+        let exports = Exports {
+            lifecycle: lifecycle::GuestIndices::new(&pre).map_err(contract)?,
+            spam: spam_checker::GuestIndices::new(&pre).map_err(contract)?,
+            auth: match component.get_export_index(None, PASSWORD_AUTH_EXPORT) {
+                Some(_) => Some(password_auth::GuestIndices::new(&pre).map_err(contract)?),
+                None => None,
+            },
+        };
 
         let name: Arc<str> = plugin_name(&path).into();
         let config_json = serde_json::to_string(&match &config.config {
@@ -197,8 +223,10 @@ impl Plugin {
             limits: config.limits,
             on_error: config.on_error,
             callbacks: HashSet::new(),
+            auth: AuthRegistration::default(),
             runtime: runtime.clone(),
             pre,
+            exports,
             pool: Mutex::new(Vec::new()),
             slots: Arc::new(Semaphore::new(INSTANCES_PER_PLUGIN)),
         };
@@ -210,6 +238,14 @@ impl Plugin {
         let registered = registered
             .map_err(|message| fail(format!("it refused its configuration: {message}")))?;
         plugin.callbacks = registered.into_iter().collect();
+        let mut warm = warm;
+        if let Some(auth) = &warm.auth {
+            let registration = auth.call_register(&mut warm.store).await.map_err(|err| {
+                tracing::warn!(plugin = &*plugin.name, error = %format!("{err:#}"), "plugin password-auth registration failed");
+                fail(format!("its password-auth register failed ({})", Fault::classify(&err).as_str()))
+            })?;
+            plugin.auth = AuthRegistration::from_wit(registration).map_err(fail)?;
+        }
         plugin.pool.lock().push(warm);
         Ok(plugin)
     }
@@ -233,12 +269,15 @@ impl Plugin {
         store.epoch_deadline_trap();
         // Instantiation and init run guest code too, under the same deadline.
         store.set_epoch_deadline(self.deadline_ticks());
-        let bindings = self.pre.instantiate_async(&mut store).await?;
-        let registered = bindings
-            .myelin_plugin_lifecycle()
-            .call_init(&mut store, &self.config_json)
-            .await?;
-        Ok((Warm { store, bindings }, registered))
+        let instance = self.pre.instantiate_async(&mut store).await?;
+        let lifecycle = self.exports.lifecycle.load(&mut store, &instance)?;
+        let spam = self.exports.spam.load(&mut store, &instance)?;
+        let auth = match &self.exports.auth {
+            Some(indices) => Some(indices.load(&mut store, &instance)?),
+            None => None,
+        };
+        let registered = lifecycle.call_init(&mut store, &self.config_json).await?;
+        Ok((Warm { store, spam, auth }, registered))
     }
 
     async fn instance(&self) -> wasmtime::Result<Warm> {

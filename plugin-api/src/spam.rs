@@ -66,11 +66,7 @@ macro_rules! ask {
         match plugin.checkout().await {
             Ok(mut lease) => {
                 let warm = &mut lease.warm;
-                let result = warm
-                    .bindings
-                    .myelin_plugin_spam_checker()
-                    .$method(&mut warm.store, $($arg),*)
-                    .await;
+                let result = warm.spam.$method(&mut warm.store, $($arg),*).await;
                 plugin.checkin(lease, result)
             }
             Err(fault) => Err(fault),

@@ -9,7 +9,13 @@ use std::{
 
 use parking_lot::Mutex;
 
-use crate::{PluginSet, bindings::myelin::plugin::types::Callback, plugin::Fault};
+use crate::{
+    PluginSet,
+    bindings::{
+        exports::myelin::plugin::password_auth::AuthCallback, myelin::plugin::types::Callback,
+    },
+    plugin::Fault,
+};
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 10] = [
@@ -46,16 +52,53 @@ pub struct CallbackStats {
     buckets: [u64; BUCKETS.len()],
 }
 
+/// A hook a plugin answers: a spam-checker callback, a password auth
+/// provider's credentials check, or one of that family's other callbacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Hook {
+    Spam(Callback),
+    CheckAuth,
+    Auth(AuthCallback),
+}
+
+impl From<Callback> for Hook {
+    fn from(callback: Callback) -> Self {
+        Self::Spam(callback)
+    }
+}
+
+impl From<AuthCallback> for Hook {
+    fn from(callback: AuthCallback) -> Self {
+        Self::Auth(callback)
+    }
+}
+
+/// The `snake_case` name Synapse uses for a hook.
+pub fn hook_name(hook: Hook) -> String {
+    match hook {
+        Hook::Spam(callback) => callback_name(callback),
+        Hook::CheckAuth => "check_auth".to_owned(),
+        Hook::Auth(callback) => snake_case(&format!("{callback:?}")),
+    }
+}
+
 #[derive(Default)]
 pub struct PluginStats {
-    callbacks: Mutex<HashMap<Callback, CallbackStats>>,
+    callbacks: Mutex<HashMap<Hook, CallbackStats>>,
     last_error: Mutex<Option<String>>,
 }
 
 /// The `snake_case` name Synapse uses for a callback.
 pub fn callback_name(callback: Callback) -> String {
-    format!("{callback:?}")
-        .trim_start_matches("Callback::")
+    snake_case(&format!("{callback:?}"))
+}
+
+/// `check_3pid_auth` from `CheckThreepidAuth`.
+fn snake_case(debug: &str) -> String {
+    debug
+        .rsplit("::")
+        .next()
+        .unwrap_or(debug)
         .chars()
         .fold(String::new(), |mut name, c| {
             if c.is_ascii_uppercase() && !name.is_empty() {
@@ -68,9 +111,9 @@ pub fn callback_name(callback: Callback) -> String {
 }
 
 impl PluginStats {
-    pub fn record(&self, callback: Callback, outcome: Outcome, elapsed: Duration) {
+    pub fn record(&self, hook: impl Into<Hook>, outcome: Outcome, elapsed: Duration) {
         let mut callbacks = self.callbacks.lock();
-        let stats = callbacks.entry(callback).or_default();
+        let stats = callbacks.entry(hook.into()).or_default();
         *stats.outcomes.entry(outcome.label()).or_default() += 1;
         stats.calls += 1;
         let seconds = elapsed.as_secs_f64();
@@ -91,7 +134,7 @@ impl PluginStats {
         self.callbacks
             .lock()
             .iter()
-            .map(|(callback, stats)| (callback_name(*callback), stats.clone()))
+            .map(|(hook, stats)| (hook_name(*hook), stats.clone()))
             .collect()
     }
 

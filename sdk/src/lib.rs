@@ -11,8 +11,14 @@
 //! * [`SpamChecker`]: one method per spam-checker callback, each with a
 //!   default that lets the action through (`not-spam`, `allow` or `false`).
 //!   Override the ones your plugin lists in `init`.
-//! * [`export_plugin!`]: exports a type implementing both traits as the
-//!   component's `lifecycle` and `spam-checker` interfaces.
+//! * [`PasswordAuthProvider`]: password auth provider callbacks (login
+//!   types with their fields, `on_logged_out`, the registration callbacks).
+//!   Optional: [`PasswordAuthProvider::register`] says which are implemented.
+//! * [`export_plugin!`]: exports a type implementing these traits as the
+//!   component's interfaces: `export_plugin!(MyPlugin)` for [`Plugin`] and
+//!   [`SpamChecker`], `export_plugin!(MyPlugin: PasswordAuthProvider)` (or
+//!   `: SpamChecker, PasswordAuthProvider`) to name the families it
+//!   implements.
 //!
 //! The host's imports are wrapped too: [`log`] writes to the server's log.
 //!
@@ -103,6 +109,9 @@ pub mod bindings {
     });
 }
 
+pub use bindings::exports::myelin::plugin::password_auth::{
+    AuthCallback, AuthChecker, AuthRegistration, AuthResult, AuthenticatedUser,
+};
 pub use bindings::myelin::plugin::types::{
     Callback, Event, HostError, HttpRequest, HttpResponse, LogLevel, RegistrationVerdict,
     Rejection, SpamVerdict, UserProfile,
@@ -201,21 +210,130 @@ pub trait SpamChecker {
     }
 }
 
-/// Exports a type implementing [`Plugin`] and [`SpamChecker`] as this
-/// component's `lifecycle` and `spam-checker` interfaces. Use it once, in a
-/// `cdylib` crate:
+/// Password auth provider callbacks, with Synapse's semantics (see
+/// `password-auth` in the WIT).
+///
+/// [`register`](Self::register) names the login types the plugin checks
+/// (with the fields a login must carry) and the other callbacks it
+/// implements; only those are called. Every method has a default.
+pub trait PasswordAuthProvider {
+    /// Called once after [`Plugin::init`]: the login types and callbacks
+    /// this plugin implements.
+    fn register() -> AuthRegistration {
+        AuthRegistration {
+            auth_checkers: Vec::new(),
+            callbacks: Vec::new(),
+        }
+    }
+
+    /// A login of a registered type. `user` is the user the client named,
+    /// as sent (maybe a bare localpart); `fields` has each registered field
+    /// with the client's value. Answer [`AuthResult::NotHandled`] to let the
+    /// next plugin (then, for `m.login.password`, the local database) try.
+    fn check_auth(_user: &str, _login_type: &str, _fields: &[(String, String)]) -> AuthResult {
+        AuthResult::NotHandled
+    }
+
+    /// A password login naming a third-party identifier instead of a user.
+    fn check_threepid_auth(_medium: &str, _address: &str, _password: &str) -> AuthResult {
+        AuthResult::NotHandled
+    }
+
+    /// After a logout; the answer is not awaited by the client.
+    fn on_logged_out(_user_id: &str, _device_id: Option<&str>, _access_token: &str) {}
+
+    /// A localpart to force for a new user (`uia_results` and `params` are
+    /// JSON objects); `None` leaves the choice to the next plugin or the
+    /// client.
+    fn get_username_for_registration(_uia_results: &str, _params: &str) -> Option<String> {
+        None
+    }
+
+    /// A display name for a new user; `None` leaves it to the next plugin
+    /// (or the localpart).
+    fn get_displayname_for_registration(_uia_results: &str, _params: &str) -> Option<String> {
+        None
+    }
+
+    /// Whether a third-party identifier may be bound to a local account.
+    fn is_threepid_allowed(_medium: &str, _address: &str, _registration: bool) -> bool {
+        true
+    }
+}
+
+/// The value of a login field [`PasswordAuthProvider::check_auth`] got.
+pub fn login_field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(field, _)| field == name)
+        .map(|(_, value)| value.as_str())
+}
+
+impl AuthChecker {
+    /// A login type and the fields a login of it must carry.
+    pub fn new(login_type: impl Into<String>, fields: &[&str]) -> Self {
+        Self {
+            login_type: login_type.into(),
+            fields: fields.iter().map(|f| (*f).to_owned()).collect(),
+        }
+    }
+}
+
+impl AuthResult {
+    /// Authenticated as `user_id`, with no display name for a new user.
+    pub fn user(user_id: impl Into<String>) -> Self {
+        Self::Authenticated(AuthenticatedUser {
+            user_id: user_id.into(),
+            display_name: None,
+        })
+    }
+}
+
+/// Exports a type as this component's interfaces. Use it once, in a
+/// `cdylib` crate, naming the hook families the type implements besides
+/// [`Plugin`] (every type must implement that):
 ///
 /// ```ignore
-/// myelin_sdk::export_plugin!(MyPlugin);
+/// myelin_sdk::export_plugin!(MyPlugin); // SpamChecker
+/// myelin_sdk::export_plugin!(MyAuth: PasswordAuthProvider);
+/// myelin_sdk::export_plugin!(Both: SpamChecker, PasswordAuthProvider);
 /// ```
+///
+/// The families not named answer with their defaults (and, since `init` /
+/// `register` do not list them, are never called).
 #[macro_export]
 macro_rules! export_plugin {
     ($ty:ty) => {
+        $crate::export_plugin!($ty: SpamChecker);
+    };
+    ($ty:ty: $($family:ident),+ $(,)?) => {
         const _: () = {
-            type MyelinPluginExport = $crate::__private::Adapter<$ty>;
+            type MyelinPluginExport = $crate::__private::Adapter<
+                $ty,
+                $crate::__pick_spam!($ty; $($family),+),
+                $crate::__pick_auth!($ty; $($family),+),
+            >;
     $crate::bindings::export_world!(MyelinPluginExport with_types_in $crate::bindings);
         };
     };
+}
+
+/// `$ty` if `SpamChecker` is in the list, else the no-op implementation.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __pick_spam {
+    ($ty:ty;) => { $crate::__private::Defaults };
+    ($ty:ty; SpamChecker $(, $rest:ident)*) => { $ty };
+    ($ty:ty; $other:ident $(, $rest:ident)*) => { $crate::__pick_spam!($ty; $($rest),*) };
+}
+
+/// `$ty` if `PasswordAuthProvider` is in the list, else the no-op one.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __pick_auth {
+    ($ty:ty;) => { $crate::__private::Defaults };
+    ($ty:ty; PasswordAuthProvider $(, $rest:ident)*) => { $ty };
+    ($ty:ty; $other:ident $(, $rest:ident)*) => { $crate::__pick_auth!($ty; $($rest),*) };
 }
 
 /// Parses the JSON configuration [`Plugin::init`] receives into `T`, with an
@@ -330,31 +448,73 @@ pub mod log {
 #[doc(hidden)]
 pub mod __private {
     use super::*;
-    use crate::bindings::exports::myelin::plugin::{lifecycle, spam_checker};
+    use crate::bindings::exports::myelin::plugin::{lifecycle, password_auth, spam_checker};
 
     pub use wit_bindgen;
 
-    /// Implements the generated `Guest` traits for any `T: Plugin +
-    /// SpamChecker` by delegating.
-    pub struct Adapter<T>(PhantomData<T>);
+    /// Implements the generated `Guest` traits by delegating: `lifecycle`
+    /// to `T`, `spam-checker` to `S` and `password-auth` to `A` (each `T`,
+    /// or [`Defaults`] for a family the plugin does not implement).
+    pub struct Adapter<T, S, A>(PhantomData<(T, S, A)>);
 
-    impl<T: Plugin> lifecycle::Guest for Adapter<T> {
+    /// The default answers of every family.
+    pub struct Defaults;
+
+    impl SpamChecker for Defaults {}
+
+    impl PasswordAuthProvider for Defaults {}
+
+    impl<T: Plugin, S, A> lifecycle::Guest for Adapter<T, S, A> {
         fn init(config: String) -> Result<Vec<Callback>, String> {
             T::init(&config)
         }
     }
 
-    impl<T: SpamChecker> spam_checker::Guest for Adapter<T> {
+    impl<T, S, A: PasswordAuthProvider> password_auth::Guest for Adapter<T, S, A> {
+        fn register() -> AuthRegistration {
+            A::register()
+        }
+
+        fn check_auth(
+            user: String,
+            login_type: String,
+            fields: Vec<(String, String)>,
+        ) -> AuthResult {
+            A::check_auth(&user, &login_type, &fields)
+        }
+
+        fn check_threepid_auth(medium: String, address: String, password: String) -> AuthResult {
+            A::check_threepid_auth(&medium, &address, &password)
+        }
+
+        fn on_logged_out(user_id: String, device_id: Option<String>, access_token: String) {
+            A::on_logged_out(&user_id, device_id.as_deref(), &access_token)
+        }
+
+        fn get_username_for_registration(uia_results: String, params: String) -> Option<String> {
+            A::get_username_for_registration(&uia_results, &params)
+        }
+
+        fn get_displayname_for_registration(uia_results: String, params: String) -> Option<String> {
+            A::get_displayname_for_registration(&uia_results, &params)
+        }
+
+        fn is_threepid_allowed(medium: String, address: String, registration: bool) -> bool {
+            A::is_threepid_allowed(&medium, &address, registration)
+        }
+    }
+
+    impl<T, S: SpamChecker, A> spam_checker::Guest for Adapter<T, S, A> {
         fn check_event_for_spam(event: Event) -> SpamVerdict {
-            T::check_event_for_spam(&event)
+            S::check_event_for_spam(&event)
         }
 
         fn user_may_join_room(user_id: String, room_id: String, is_invited: bool) -> SpamVerdict {
-            T::user_may_join_room(&user_id, &room_id, is_invited)
+            S::user_may_join_room(&user_id, &room_id, is_invited)
         }
 
         fn user_may_invite(inviter: String, invitee: String, room_id: String) -> SpamVerdict {
-            T::user_may_invite(&inviter, &invitee, &room_id)
+            S::user_may_invite(&inviter, &invitee, &room_id)
         }
 
         fn user_may_send_threepid_invite(
@@ -363,23 +523,23 @@ pub mod __private {
             address: String,
             room_id: String,
         ) -> SpamVerdict {
-            T::user_may_send_threepid_invite(&inviter, &medium, &address, &room_id)
+            S::user_may_send_threepid_invite(&inviter, &medium, &address, &room_id)
         }
 
         fn user_may_create_room(user_id: String, request: String) -> SpamVerdict {
-            T::user_may_create_room(&user_id, &request)
+            S::user_may_create_room(&user_id, &request)
         }
 
         fn user_may_create_room_alias(user_id: String, room_alias: String) -> SpamVerdict {
-            T::user_may_create_room_alias(&user_id, &room_alias)
+            S::user_may_create_room_alias(&user_id, &room_alias)
         }
 
         fn user_may_publish_room(user_id: String, room_id: String) -> SpamVerdict {
-            T::user_may_publish_room(&user_id, &room_id)
+            S::user_may_publish_room(&user_id, &room_id)
         }
 
         fn check_username_for_spam(profile: UserProfile) -> bool {
-            T::check_username_for_spam(&profile)
+            S::check_username_for_spam(&profile)
         }
 
         fn check_registration_for_spam(
@@ -388,7 +548,7 @@ pub mod __private {
             request_info: Vec<(String, String)>,
             auth_provider_id: Option<String>,
         ) -> RegistrationVerdict {
-            T::check_registration_for_spam(
+            S::check_registration_for_spam(
                 email.as_deref(),
                 username.as_deref(),
                 &request_info,
@@ -401,11 +561,11 @@ pub mod __private {
             content_type: Option<String>,
             length: u64,
         ) -> SpamVerdict {
-            T::check_media_file_for_spam(&prefix, content_type.as_deref(), length)
+            S::check_media_file_for_spam(&prefix, content_type.as_deref(), length)
         }
 
         fn should_drop_federated_event(event: Event) -> bool {
-            T::should_drop_federated_event(&event)
+            S::should_drop_federated_event(&event)
         }
     }
 }

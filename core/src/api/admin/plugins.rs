@@ -20,12 +20,26 @@ pub async fn list(State(state): State<AppState>, _admin: ServerAdmin) -> Json<Va
                 .callbacks
                 .iter()
                 .map(|c| myelin_plugin_api::callback_name(*c))
+                .chain(
+                    plugin
+                        .auth
+                        .callbacks
+                        .iter()
+                        .map(|c| myelin_plugin_api::hook_name((*c).into())),
+                )
                 .collect();
             callbacks.sort();
+            let auth_checkers: Vec<Value> = plugin
+                .auth
+                .checkers
+                .iter()
+                .map(|(login_type, fields)| json!({ "login_type": login_type, "fields": fields }))
+                .collect();
             json!({
                 "name": &*plugin.name,
                 "module": plugin.path,
                 "callbacks": callbacks,
+                "auth_checkers": auth_checkers,
                 "grants": { "kv": plugin.grants.kv.map(|kv| json!({ "quota_kib": kv.quota_kib })) },
                 "limits": { "memory_mib": plugin.limits.memory_mib, "timeout_ms": plugin.limits.timeout_ms },
                 "on_error": match plugin.on_error {

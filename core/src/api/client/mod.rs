@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod account_data;
+pub mod auth_providers;
 pub mod capabilities;
 pub mod create_room;
 pub mod cross_signing;

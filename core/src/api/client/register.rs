@@ -6,7 +6,7 @@
 
 use axum::extract::State;
 use http::StatusCode;
-use myelin_plugin_api::Registration;
+use myelin_plugin_api::{AuthCallback, Registration};
 use rand::Rng;
 use ruma::api::{
     client::{
@@ -18,6 +18,7 @@ use ruma::api::{
     },
     error::ErrorKind,
 };
+use serde_json::json;
 
 use super::{
     session::{LoginOptions, parse_user_id, start_login_session},
@@ -126,6 +127,12 @@ pub async fn register(
         .await?;
     }
 
+    let (desired, display_name) = if guest {
+        (desired, None)
+    } else {
+        from_plugins(&state, body, desired).await?
+    };
+
     let shadow_banned = match state
         .plugins
         .current()
@@ -155,7 +162,7 @@ pub async fn register(
                 user_id: candidate.clone(),
                 password_hash: password_hash.clone(),
                 is_guest: guest,
-                displayname: Some(localpart),
+                displayname: Some(display_name.clone().unwrap_or(localpart)),
                 shadow_banned,
                 ..NewUser::default()
             })
@@ -191,6 +198,59 @@ pub async fn register(
     response.refresh_token = login.refresh_token;
     response.expires_in = login.expires_in;
     Ok(RumaResponse(response))
+}
+
+/// The localpart and display name password auth provider plugins choose for
+/// a new user (`get_username_for_registration`,
+/// `get_displayname_for_registration`), asked once user-interactive auth is
+/// complete; a forced localpart is checked like a requested one.
+async fn from_plugins(
+    state: &AppState,
+    body: &register_endpoint::Request,
+    desired: Option<String>,
+) -> ApiResult<(Option<String>, Option<String>)> {
+    let plugins = state.plugins.current();
+    let wants_username = plugins.wants_auth(AuthCallback::GetUsernameForRegistration);
+    let wants_displayname = plugins.wants_auth(AuthCallback::GetDisplaynameForRegistration);
+    if !wants_username && !wants_displayname {
+        return Ok((desired, None));
+    }
+    // Only the dummy stage exists for registration here.
+    let uia_results = json!({ "m.login.dummy": true }).to_string();
+    let params = json!({
+        "username": body.username,
+        "device_id": body.device_id,
+        "initial_device_display_name": body.initial_device_display_name,
+        "inhibit_login": body.inhibit_login,
+        "refresh_token": body.refresh_token,
+    })
+    .to_string();
+    let failed =
+        |_| MatrixError::forbidden("This request was refused because a server plugin failed");
+    let mut desired = desired;
+    if let Some(forced) = plugins
+        .get_username_for_registration(&uia_results, &params)
+        .await
+        .map_err(failed)?
+    {
+        let localpart = forced.to_lowercase();
+        username::check_localpart(&localpart, state.server_name.as_str(), false)
+            .map_err(|e| invalid_username(e.0))?;
+        if state
+            .storage
+            .user(&format!("@{localpart}:{}", state.server_name))
+            .await?
+            .is_some()
+        {
+            return Err(user_in_use());
+        }
+        desired = Some(localpart);
+    }
+    let display_name = plugins
+        .get_displayname_for_registration(&uia_results, &params)
+        .await
+        .map_err(failed)?;
+    Ok((desired, display_name))
 }
 
 /// `GET /_matrix/client/v3/register/available`

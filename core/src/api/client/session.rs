@@ -19,16 +19,17 @@ use ruma::{
     },
 };
 
-use myelin_plugin_api::Registration;
+use myelin_plugin_api::{AuthCallback, AuthOutcome};
 
+use super::auth_providers::{self, PASSWORD};
 use crate::{
     api::{
         error::{ApiResult, MatrixError},
-        ruma::{Ruma, RumaResponse},
+        ruma::{self as extract, Ruma, RumaResponse},
     },
-    auth::{jwt, password, tokens, username},
+    auth::{jwt, password, tokens},
     state::AppState,
-    storage::{NewUser, UserRecord, now_ms},
+    storage::{UserRecord, now_ms},
 };
 
 /// `GET /_matrix/client/v3/login`
@@ -36,8 +37,9 @@ pub async fn get_login_types(
     State(state): State<AppState>,
     _req: Ruma<login_types::Request>,
 ) -> ApiResult<RumaResponse<login_types::Response>> {
+    let plugins = state.plugins.current();
     let mut flows = Vec::new();
-    if password_login_enabled(&state) {
+    if auth_providers::password_offered(&state, &plugins) {
         flows.push(LoginType::Password(PasswordLoginType::new()));
     }
     if state.jwt.is_some() {
@@ -46,12 +48,12 @@ pub async fn get_login_types(
                 .map_err(|_| MatrixError::internal())?,
         );
     }
+    for login_type in auth_providers::custom_login_types(&plugins) {
+        flows.push(
+            LoginType::new(&login_type, Default::default()).map_err(|_| MatrixError::internal())?,
+        );
+    }
     Ok(RumaResponse(login_types::Response::new(flows)))
-}
-
-fn password_login_enabled(state: &AppState) -> bool {
-    let config = &state.config.password_config;
-    config.login_enabled() && config.localdb_enabled
 }
 
 /// The same answer for an unknown user and a wrong password.
@@ -72,10 +74,17 @@ pub async fn login(
         .map_err(MatrixError::limit_exceeded)?;
 
     let body = req.body;
+    let request_info = (req.user_agent.clone(), ip.clone());
+    let plugins = state.plugins.current();
     let user = match &body.login_info {
-        LoginInfo::Password(credentials) => password_login(&state, credentials).await?,
+        LoginInfo::Password(credentials) => {
+            password_login(&state, credentials, &body.login_info.data(), request_info).await?
+        }
         info if info.login_type() == jwt::LOGIN_TYPE && state.jwt.is_some() => {
             jwt_login(&state, &info.data(), &req.user_agent, &ip).await?
+        }
+        info if plugins.login_type_fields(info.login_type()).is_some() => {
+            plugin_login(&state, info.login_type(), &info.data(), request_info).await?
         }
         _ => {
             return Err(MatrixError::unknown(
@@ -118,9 +127,17 @@ pub async fn login(
     Ok(RumaResponse(response))
 }
 
-/// `m.login.password`: the user whose password this is.
-async fn password_login(state: &AppState, credentials: &Password) -> ApiResult<UserRecord> {
-    if !password_login_enabled(state) {
+/// `m.login.password`, with Synapse's order: the plugins that check
+/// passwords first, in order, then (unless `localdb_enabled: false`) the
+/// local database. A user a plugin vouches for is created if new.
+async fn password_login(
+    state: &AppState,
+    credentials: &Password,
+    data: &serde_json::Map<String, serde_json::Value>,
+    request_info: (Option<String>, String),
+) -> ApiResult<UserRecord> {
+    let plugins = state.plugins.current();
+    if !auth_providers::password_offered(state, &plugins) {
         return Err(MatrixError::unknown(
             StatusCode::BAD_REQUEST,
             "Password login has been disabled.",
@@ -129,8 +146,10 @@ async fn password_login(state: &AppState, credentials: &Password) -> ApiResult<U
     #[allow(deprecated)] // the legacy `user` field is still sent by old clients
     let named = match (&credentials.identifier, &credentials.user) {
         (Some(UserIdentifier::Matrix(id)), _) => id.user.clone(),
+        (Some(identifier), _) => {
+            return threepid_login(state, identifier, &credentials.password, request_info).await;
+        }
         (None, Some(user)) => user.clone(),
-        (Some(_), _) => return Err(invalid_credentials()),
         (None, None) => return Err(MatrixError::missing_param("Missing identifier")),
     };
     let user_id = qualify(&named, state);
@@ -145,6 +164,25 @@ async fn password_login(state: &AppState, credentials: &Password) -> ApiResult<U
         .login_failed_attempts
         .check(&user_id, false)
         .map_err(MatrixError::limit_exceeded)?;
+
+    match auth_providers::check(&plugins, named.trim(), PASSWORD, data).await? {
+        AuthOutcome::Authenticated {
+            user_id,
+            display_name,
+        } => {
+            return auth_providers::provision_user(state, &user_id, display_name, request_info)
+                .await;
+        }
+        AuthOutcome::Denied => {
+            state.rate_limits.login_failed_attempts.record(&user_id);
+            return Err(invalid_credentials());
+        }
+        AuthOutcome::NotHandled if !state.config.password_config.localdb_enabled => {
+            state.rate_limits.login_failed_attempts.record(&user_id);
+            return Err(invalid_credentials());
+        }
+        AuthOutcome::NotHandled => {}
+    }
 
     let user = state.storage.user(&user_id).await?;
     let stored = user.as_ref().and_then(|u| u.password_hash.clone());
@@ -165,6 +203,74 @@ async fn password_login(state: &AppState, credentials: &Password) -> ApiResult<U
         tracing::info!(user_id = %user.user_id, "rehashed a bcrypt password with argon2id");
     }
     Ok(user)
+}
+
+/// A password login naming a third-party identifier: only plugins
+/// (`check_3pid_auth`) can answer it, since no identifiers are bound here.
+async fn threepid_login(
+    state: &AppState,
+    identifier: &UserIdentifier,
+    password: &str,
+    request_info: (Option<String>, String),
+) -> ApiResult<UserRecord> {
+    let Some((medium, address)) = identifier.as_third_party_id() else {
+        return Err(invalid_credentials());
+    };
+    let address = match medium.as_str() {
+        "email" => address.trim().to_lowercase(),
+        _ => address.to_owned(),
+    };
+    state
+        .rate_limits
+        .login_account
+        .check(&address, true)
+        .map_err(MatrixError::limit_exceeded)?;
+    let outcome = state
+        .plugins
+        .current()
+        .check_threepid_auth(medium.as_str(), &address, password)
+        .await;
+    match outcome {
+        AuthOutcome::Authenticated {
+            user_id,
+            display_name,
+        } => auth_providers::provision_user(state, &user_id, display_name, request_info).await,
+        AuthOutcome::NotHandled | AuthOutcome::Denied => Err(invalid_credentials()),
+    }
+}
+
+/// A login type a plugin registered: its checkers are asked in order, and
+/// the user the first one vouches for is logged in (created if new).
+async fn plugin_login(
+    state: &AppState,
+    login_type: &str,
+    data: &serde_json::Map<String, serde_json::Value>,
+    request_info: (Option<String>, String),
+) -> ApiResult<UserRecord> {
+    let named = auth_providers::named_user(data)
+        .ok_or_else(|| MatrixError::missing_param("Missing identifier"))?;
+    let user_id = qualify(&named, state);
+    state
+        .rate_limits
+        .login_account
+        .check(&user_id, true)
+        .map_err(MatrixError::limit_exceeded)?;
+    state
+        .rate_limits
+        .login_failed_attempts
+        .check(&user_id, false)
+        .map_err(MatrixError::limit_exceeded)?;
+    let plugins = state.plugins.current();
+    match auth_providers::check(&plugins, named.trim(), login_type, data).await? {
+        AuthOutcome::Authenticated {
+            user_id,
+            display_name,
+        } => auth_providers::provision_user(state, &user_id, display_name, request_info).await,
+        AuthOutcome::NotHandled | AuthOutcome::Denied => {
+            state.rate_limits.login_failed_attempts.record(&user_id);
+            Err(invalid_credentials())
+        }
+    }
 }
 
 /// `org.matrix.login.jwt`: the user a valid token names, created on first
@@ -189,47 +295,14 @@ async fn jwt_login(
     if let Some(user) = state.storage.user(&user_id).await? {
         return Ok(user);
     }
-    username::check_localpart(&identity.localpart, state.server_name.as_str(), false).map_err(
-        |e| {
-            MatrixError::new(
-                StatusCode::BAD_REQUEST,
-                ruma::api::error::ErrorKind::InvalidUsername,
-                e.0,
-            )
-        },
-    )?;
-    let shadow_banned = match state
-        .plugins
-        .current()
-        .check_registration_for_spam(
-            None,
-            Some(&identity.localpart),
-            &[(user_agent.clone().unwrap_or_default(), ip.to_owned())],
-            None,
-        )
-        .await
-    {
-        Registration::Allow => false,
-        Registration::ShadowBan => true,
-        Registration::Deny { errcode, message } => {
-            return Err(crate::api::plugins::refusal(&errcode, &message));
-        }
-    };
-    state
-        .storage
-        .create_user(&NewUser {
-            user_id: user_id.clone(),
-            displayname: Some(identity.display_name.unwrap_or(identity.localpart)),
-            shadow_banned,
-            ..NewUser::default()
-        })
-        .await?;
-    tracing::info!(%user_id, "registered user on first JWT login");
-    state
-        .storage
-        .user(&user_id)
-        .await?
-        .ok_or_else(MatrixError::internal)
+    auth_providers::register_on_first_login(
+        state,
+        &identity.localpart,
+        identity.display_name,
+        (user_agent.clone(), ip.to_owned()),
+        None,
+    )
+    .await
 }
 
 /// `@alice:server` from `alice`, `@alice:server` or `@Alice:server`.
@@ -388,6 +461,7 @@ pub async fn refresh(
 /// `POST /_matrix/client/v3/logout`: ends this session and deletes its device.
 pub async fn logout(
     State(state): State<AppState>,
+    parts: http::request::Parts,
     req: Ruma<logout_endpoint::Request>,
 ) -> ApiResult<RumaResponse<logout_endpoint::Response>> {
     let session = req.session();
@@ -400,18 +474,58 @@ pub async fn logout(
         .tokens
         .forget_device(user_id, session.device_id.as_str());
     super::devices::announce_device_change(&state, user_id).await?;
+    let token = extract::access_token(&parts).unwrap_or_default();
+    tell_logged_out(&state, user_id, &[(session.device_id.to_string(), token)]);
     Ok(RumaResponse(logout_endpoint::Response::new()))
 }
 
 /// `POST /_matrix/client/v3/logout/all`: ends every session of the user.
 pub async fn logout_all(
     State(state): State<AppState>,
+    parts: http::request::Parts,
     req: Ruma<logout_all_endpoint::Request>,
 ) -> ApiResult<RumaResponse<logout_all_endpoint::Response>> {
-    let user_id = req.session().user_id.as_str();
+    let session = req.session();
+    let user_id = session.user_id.as_str();
     let devices = state.storage.other_device_ids(user_id, None).await?;
     state.storage.delete_devices(user_id, &devices).await?;
     state.tokens.forget_user(user_id, None);
     super::devices::announce_device_change(&state, user_id).await?;
+    // Tokens are stored hashed: only the one of this request is known.
+    let token = extract::access_token(&parts).unwrap_or_default();
+    let ended: Vec<(String, &str)> = devices
+        .into_iter()
+        .map(|device| {
+            let token = if device == session.device_id.as_str() {
+                token
+            } else {
+                ""
+            };
+            (device, token)
+        })
+        .collect();
+    tell_logged_out(&state, user_id, &ended);
     Ok(RumaResponse(logout_all_endpoint::Response::new()))
+}
+
+/// Tells password auth provider plugins about ended sessions, after the
+/// response: their failures are only logged, and a slow plugin does not
+/// hold up the logout.
+fn tell_logged_out(state: &AppState, user_id: &str, ended: &[(String, &str)]) {
+    let plugins = state.plugins.current();
+    if !plugins.wants_auth(AuthCallback::OnLoggedOut) {
+        return;
+    }
+    let user_id = user_id.to_owned();
+    let ended: Vec<(String, String)> = ended
+        .iter()
+        .map(|(device, token)| (device.clone(), (*token).to_owned()))
+        .collect();
+    tokio::spawn(async move {
+        for (device_id, token) in ended {
+            plugins
+                .on_logged_out(&user_id, Some(&device_id), &token)
+                .await;
+        }
+    });
 }

@@ -8,10 +8,18 @@
 //!   `trap` executes `unreachable`; `loop` spins forever; `alloc` allocates
 //!   1 MiB chunks (touching every byte) without bound; `ok` answers
 //!   `not-spam`.
+//! * With `"login_type": "com.example.login"` it also checks that login
+//!   type (field `token`), misbehaving by mode as above; in mode `ok` the
+//!   token `open-sesame` authenticates the full user ID named.
+//! * With `"record_logouts": true` it registers `on_logged_out` and stores
+//!   `logout:<user>:<device>` in its key-value store (grant `kv`).
 
 use std::{cell::Cell, hint::black_box};
 
-use myelin_sdk::{Callback, Event, Plugin, SpamChecker, SpamVerdict};
+use myelin_sdk::{
+    AuthCallback, AuthChecker, AuthRegistration, AuthResult, Callback, Event, PasswordAuthProvider,
+    Plugin, SpamChecker, SpamVerdict, kv, log, login_field,
+};
 use serde::Deserialize;
 
 #[derive(Debug, Default, Clone, Copy, Deserialize)]
@@ -29,44 +37,92 @@ enum Mode {
 struct Config {
     #[serde(default)]
     mode: Mode,
+    login_type: Option<String>,
+    #[serde(default)]
+    record_logouts: bool,
 }
 
 thread_local! {
     static MODE: Cell<Mode> = const { Cell::new(Mode::Ok) };
+    static AUTH: std::cell::RefCell<(Option<String>, bool)> = const { std::cell::RefCell::new((None, false)) };
 }
 
 struct TestFaults;
 
 impl Plugin for TestFaults {
     fn init(config: &str) -> Result<Vec<Callback>, String> {
-        let Config { mode } = myelin_sdk::parse_config(config)?;
+        let Config {
+            mode,
+            login_type,
+            record_logouts,
+        } = myelin_sdk::parse_config(config)?;
         if let Mode::PanicInit = mode {
             panic!("test-faults: panic-init");
         }
         MODE.with(|m| m.set(mode));
+        AUTH.with(|a| *a.borrow_mut() = (login_type, record_logouts));
         Ok(vec![Callback::CheckEventForSpam])
+    }
+}
+
+impl PasswordAuthProvider for TestFaults {
+    fn register() -> AuthRegistration {
+        let (login_type, record_logouts) = AUTH.with(|a| a.borrow().clone());
+        AuthRegistration {
+            auth_checkers: login_type
+                .map(|t| AuthChecker::new(t, &["token"]))
+                .into_iter()
+                .collect(),
+            callbacks: if record_logouts {
+                vec![AuthCallback::OnLoggedOut]
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    fn check_auth(user: &str, _login_type: &str, fields: &[(String, String)]) -> AuthResult {
+        misbehave();
+        match login_field(fields, "token") {
+            Some("open-sesame") if user.starts_with('@') => AuthResult::user(user),
+            _ => AuthResult::Denied,
+        }
+    }
+
+    fn on_logged_out(user_id: &str, device_id: Option<&str>, _access_token: &str) {
+        let key = format!("logout:{user_id}:{}", device_id.unwrap_or_default());
+        match kv::set(&key, b"1") {
+            Ok(()) => log::info(format!("recorded {key}")),
+            Err(err) => log::error(format!("cannot record {key}: {err:?}")),
+        }
     }
 }
 
 impl SpamChecker for TestFaults {
     fn check_event_for_spam(_event: &Event) -> SpamVerdict {
-        match MODE.with(Cell::get) {
-            Mode::Trap => trap(),
-            Mode::Loop => {
-                let mut n = 0u64;
-                loop {
-                    n = black_box(n.wrapping_add(1));
-                }
+        misbehave();
+        SpamVerdict::NotSpam
+    }
+}
+
+/// Traps, loops or exhausts memory, by mode; returns in mode `ok`.
+fn misbehave() {
+    match MODE.with(Cell::get) {
+        Mode::Trap => trap(),
+        Mode::Loop => {
+            let mut n = 0u64;
+            loop {
+                n = black_box(n.wrapping_add(1));
             }
-            Mode::Alloc => {
-                let mut hoard = Vec::new();
-                loop {
-                    hoard.push(black_box(vec![1u8; 1 << 20]));
-                    black_box(&hoard);
-                }
-            }
-            Mode::PanicInit | Mode::Ok => SpamVerdict::NotSpam,
         }
+        Mode::Alloc => {
+            let mut hoard = Vec::new();
+            loop {
+                hoard.push(black_box(vec![1u8; 1 << 20]));
+                black_box(&hoard);
+            }
+        }
+        Mode::PanicInit | Mode::Ok => {}
     }
 }
 
@@ -80,4 +136,4 @@ fn trap() -> ! {
     panic!("test-faults: trap")
 }
 
-myelin_sdk::export_plugin!(TestFaults);
+myelin_sdk::export_plugin!(TestFaults: SpamChecker, PasswordAuthProvider);
