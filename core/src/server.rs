@@ -97,6 +97,13 @@ pub async fn prepare(config: Config, config_files: Vec<PathBuf>) -> anyhow::Resu
             .then(|| JwtLogin::from_config(&config.jwt_config))
             .transpose()
             .map_err(|problem| anyhow::anyhow!("jwt_config: {problem}"))?,
+        oidc: match &config.public_baseurl {
+            Some(base) if !config.oidc_providers.is_empty() => Some(
+                crate::auth::oidc::Oidc::new(&config.oidc_providers, base)
+                    .map_err(|e| anyhow::anyhow!("oidc_providers: {e}"))?,
+            ),
+            _ => None,
+        },
         media,
         config,
     })))

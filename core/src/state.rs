@@ -67,6 +67,8 @@ pub struct Services {
     pub sync_caches: SyncCaches,
     /// The JWT verifier, when `jwt_config.enabled`.
     pub jwt: Option<crate::auth::jwt::JwtLogin>,
+    /// Single sign-on, when `oidc_providers` lists any.
+    pub oidc: Option<crate::auth::oidc::Oidc>,
     pub media: Media,
 }
 

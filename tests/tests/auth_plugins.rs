@@ -347,7 +347,9 @@ async fn a_hung_provider_fails_after_its_deadline_while_others_log_in() {
 async fn plugin_login_and_logout_callback(backend: Backend) {
     let plugin = faults_module(
         json!({"login_type": "com.example.login", "record_logouts": true}),
-        "    grants: {kv: {quota_kib: 16}}\n",
+        // kv writes wait for fsync, which on a loaded machine may take
+        // longer than the default 100 ms deadline.
+        "    grants: {kv: {quota_kib: 16}}\n    limits: {timeout_ms: 5000}\n",
     );
     let server = TestServer::start(backend, &format!("modules:\n{plugin}")).await;
     let dave = format!("@dave:{SERVER_NAME}");

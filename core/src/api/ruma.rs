@@ -196,7 +196,7 @@ pub fn access_token(parts: &http::request::Parts) -> Option<&str> {
         .find_map(|pair| pair.strip_prefix("access_token="))
 }
 
-fn client_ip(parts: &http::request::Parts) -> Option<IpAddr> {
+pub(crate) fn client_ip(parts: &http::request::Parts) -> Option<IpAddr> {
     let trust = parts
         .extensions
         .get::<TrustForwardedFor>()

@@ -7,6 +7,7 @@
 mod duration;
 mod generate;
 pub mod jwt;
+pub mod oidc;
 mod size;
 
 use std::{
@@ -44,6 +45,8 @@ pub struct Config {
     pub allow_guest_access: bool,
     pub password_config: PasswordConfig,
     pub jwt_config: jwt::JwtConfig,
+    /// OpenID Connect identity providers for single sign-on.
+    pub oidc_providers: Vec<oidc::OidcProviderConfig>,
     pub refresh_token_lifetime: Option<ConfigDuration>,
     pub refreshable_access_token_lifetime: ConfigDuration,
     pub nonrefreshable_access_token_lifetime: Option<ConfigDuration>,
@@ -124,6 +127,7 @@ impl Default for Config {
             allow_guest_access: false,
             password_config: PasswordConfig::default(),
             jwt_config: jwt::JwtConfig::default(),
+            oidc_providers: Vec::new(),
             refresh_token_lifetime: None,
             refreshable_access_token_lifetime: ConfigDuration(Duration::from_secs(5 * 60)),
             nonrefreshable_access_token_lifetime: None,
@@ -488,6 +492,14 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.jwt_config.validate()?;
+        oidc::validate(&self.oidc_providers)?;
+        if !self.oidc_providers.is_empty() && self.public_baseurl.is_none() {
+            return Err(ConfigError::new(
+                "public_baseurl",
+                "single sign-on (`oidc_providers`) needs the server's public URL",
+                "Set `public_baseurl` to the URL browsers reach the server at, e.g. `public_baseurl: https://matrix.example.org/`; the provider sends users back to `<public_baseurl>/_synapse/client/oidc/callback`.",
+            ));
+        }
         if ruma::ServerName::parse(&self.server_name).is_err() {
             return Err(ConfigError::new(
                 "server_name",

@@ -8,6 +8,7 @@ mod accounts;
 mod aliases;
 mod devices;
 pub mod ephemeral;
+mod external_ids;
 pub mod key_backup;
 pub mod keys;
 pub mod media;

@@ -21,6 +21,7 @@ pub mod register;
 pub mod report;
 pub mod room_access;
 pub mod session;
+pub mod sso;
 pub mod sync;
 pub mod timeline;
 pub mod to_device;
@@ -50,6 +51,9 @@ pub fn router() -> Router<AppState> {
         .endpoint::<sess::refresh_token::v3::Request, _, _>(session::refresh)
         .endpoint::<sess::logout::v3::Request, _, _>(session::logout)
         .endpoint::<sess::logout_all::v3::Request, _, _>(session::logout_all)
+        .endpoint::<sess::sso_login::v3::Request, _, _>(sso::redirect)
+        .endpoint::<sess::sso_login_with_provider::v3::Request, _, _>(sso::redirect_to_idp)
+        .route(sso::CALLBACK_PATH, axum::routing::get(sso::callback))
         .endpoint::<acct::register::v3::Request, _, _>(register::register)
         .endpoint::<acct::get_username_availability::v3::Request, _, _>(
             register::get_username_availability,

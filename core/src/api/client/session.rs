@@ -9,7 +9,10 @@ use ruma::{
     OwnedUserId,
     api::client::{
         session::{
-            get_login_types::v3::{self as login_types, LoginType, PasswordLoginType},
+            get_login_types::v3::{
+                self as login_types, IdentityProvider, LoginType, PasswordLoginType, SsoLoginType,
+                TokenLoginType,
+            },
             login::v3::{self as login_endpoint, DiscoveryInfo, LoginInfo, Password},
             logout::v3 as logout_endpoint,
             logout_all::v3 as logout_all_endpoint,
@@ -53,6 +56,22 @@ pub async fn get_login_types(
             LoginType::new(&login_type, Default::default()).map_err(|_| MatrixError::internal())?,
         );
     }
+    if let Some(oidc) = &state.oidc {
+        let mut sso = SsoLoginType::new();
+        sso.identity_providers = oidc
+            .providers
+            .iter()
+            .map(|p| {
+                let mut idp =
+                    IdentityProvider::new(p.id.clone(), p.config.display_name().to_owned());
+                idp.icon = p.config.idp_icon.as_deref().map(Into::into);
+                idp.brand = p.config.idp_brand.as_deref().map(Into::into);
+                idp
+            })
+            .collect();
+        flows.push(LoginType::Sso(sso));
+        flows.push(LoginType::Token(TokenLoginType::new()));
+    }
     Ok(RumaResponse(login_types::Response::new(flows)))
 }
 
@@ -82,6 +101,9 @@ pub async fn login(
         }
         info if info.login_type() == jwt::LOGIN_TYPE && state.jwt.is_some() => {
             jwt_login(&state, &info.data(), &req.user_agent, &ip).await?
+        }
+        LoginInfo::Token(login_token) if state.oidc.is_some() => {
+            token_login(&state, &login_token.token).await?
         }
         info if plugins.login_type_fields(info.login_type()).is_some() => {
             plugin_login(&state, info.login_type(), &info.data(), request_info).await?
@@ -303,6 +325,21 @@ async fn jwt_login(
         None,
     )
     .await
+}
+
+/// `m.login.token`: a `loginToken` single sign-on handed to the client,
+/// good for one login within its lifetime; otherwise 403 `M_FORBIDDEN`.
+async fn token_login(state: &AppState, token: &str) -> ApiResult<UserRecord> {
+    let user_id = state
+        .oidc
+        .as_ref()
+        .and_then(|oidc| oidc.redeem_login_token(token))
+        .ok_or_else(|| MatrixError::forbidden("Invalid login token"))?;
+    state
+        .storage
+        .user(&user_id)
+        .await?
+        .ok_or_else(|| MatrixError::forbidden("Invalid login token"))
 }
 
 /// `@alice:server` from `alice`, `@alice:server` or `@Alice:server`.
