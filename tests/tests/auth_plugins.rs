@@ -81,7 +81,8 @@ async fn credentials_service() -> u16 {
 }
 
 /// `rest-auth` asking the service on `port` (maybe closed), plus `extra`
-/// top-level configuration.
+/// top-level configuration. Its deadline is above the HTTP timeout, as the
+/// guide advises, so the call waits for the endpoint.
 async fn rest_auth_server(backend: Backend, port: u16, extra: &str) -> TestServer {
     let config = json!({
         "server_name": SERVER_NAME,
@@ -91,7 +92,7 @@ async fn rest_auth_server(backend: Backend, port: u16, extra: &str) -> TestServe
     TestServer::start(
         backend,
         &format!(
-            "modules:\n  - module: \"{}\"\n    config: {config}\n    grants: {{http: {{allowed_hosts: [\"127.0.0.1\"], allow_private_addresses: true, timeout_ms: 2000}}}}\n{extra}",
+            "modules:\n  - module: \"{}\"\n    config: {config}\n    grants: {{http: {{allowed_hosts: [\"127.0.0.1\"], allow_private_addresses: true, timeout_ms: 2000}}}}\n    limits: {{timeout_ms: 2500}}\n{extra}",
             plugin_wasm("rest-auth").display()
         ),
     )
