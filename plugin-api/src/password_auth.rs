@@ -245,25 +245,12 @@ impl PluginSet {
         uia_results: &str,
         params: &str,
     ) -> Result<Option<String>, PluginFailed> {
-        let callback = AuthCallback::GetUsernameForRegistration;
-        for plugin in &self.plugins {
-            if !plugin.auth.callbacks.contains(&callback) {
-                continue;
-            }
-            let started = Instant::now();
-            let answer = ask!(
-                plugin,
-                call_get_username_for_registration(uia_results, params)
-            );
-            record(plugin, callback.into(), started, &answer, true);
-            match answer {
-                Ok(Some(name)) => return Ok(Some(name)),
-                Ok(None) => continue,
-                Err(_) if plugin.on_error == OnError::Allow => continue,
-                Err(_) => return Err(PluginFailed),
-            }
-        }
-        Ok(None)
+        self.first_registration_answer(
+            AuthCallback::GetUsernameForRegistration,
+            uia_results,
+            params,
+        )
+        .await
     }
 
     /// The display name plugins give a new user: the first answer wins.
@@ -272,16 +259,39 @@ impl PluginSet {
         uia_results: &str,
         params: &str,
     ) -> Result<Option<String>, PluginFailed> {
-        let callback = AuthCallback::GetDisplaynameForRegistration;
+        self.first_registration_answer(
+            AuthCallback::GetDisplaynameForRegistration,
+            uia_results,
+            params,
+        )
+        .await
+    }
+
+    /// Asks the plugins implementing one of the two registration callbacks
+    /// in order; the first `Some` wins, a failure with `on_error: deny`
+    /// fails the registration.
+    async fn first_registration_answer(
+        &self,
+        callback: AuthCallback,
+        uia_results: &str,
+        params: &str,
+    ) -> Result<Option<String>, PluginFailed> {
         for plugin in &self.plugins {
             if !plugin.auth.callbacks.contains(&callback) {
                 continue;
             }
             let started = Instant::now();
-            let answer = ask!(
-                plugin,
-                call_get_displayname_for_registration(uia_results, params)
-            );
+            let answer = if callback == AuthCallback::GetUsernameForRegistration {
+                ask!(
+                    plugin,
+                    call_get_username_for_registration(uia_results, params)
+                )
+            } else {
+                ask!(
+                    plugin,
+                    call_get_displayname_for_registration(uia_results, params)
+                )
+            };
             record(plugin, callback.into(), started, &answer, true);
             match answer {
                 Ok(Some(name)) => return Ok(Some(name)),

@@ -125,25 +125,28 @@ impl Storage {
         device_id: &str,
         keys: &[OneTimeKeyRow],
     ) -> Result<HashMap<(String, String), String>> {
-        let mut existing = HashMap::new();
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        // One query for the whole upload (clients send dozens of keys).
+        let sql = format!(
+            "SELECT algorithm, key_id, json FROM one_time_keys
+             WHERE user_id = $1 AND device_id = $2 AND algorithm || ':' || key_id IN ({})",
+            placeholders(3, keys.len())
+        );
         read!(self, pool => {
-            for key in keys {
-                let json: Option<String> = sqlx::query_scalar(
-                    "SELECT json FROM one_time_keys
-                     WHERE user_id = $1 AND device_id = $2 AND algorithm = $3 AND key_id = $4",
-                )
+            let mut query = sqlx::query_as::<_, (String, String, String)>(sqlx::AssertSqlSafe(&*sql))
                 .bind(user_id)
-                .bind(device_id)
-                .bind(&key.algorithm)
-                .bind(&key.key_id)
-                .fetch_optional(pool)
-                .await?;
-                if let Some(json) = json {
-                    existing.insert((key.algorithm.clone(), key.key_id.clone()), json);
-                }
+                .bind(device_id);
+            for key in keys {
+                query = query.bind(format!("{}:{}", key.algorithm, key.key_id));
             }
-        });
-        Ok(existing)
+            let rows = query.fetch_all(pool).await?;
+            Ok(rows
+                .into_iter()
+                .map(|(algorithm, key_id, json)| ((algorithm, key_id), json))
+                .collect())
+        })
     }
 
     /// Adds one-time keys (a key already stored is left as it is) and

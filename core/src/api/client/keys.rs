@@ -373,19 +373,21 @@ pub async fn changes(
     };
     let from = parse(&req.body.from)?;
     let to = parse(&req.body.to)?.earliest(&state.live.positions.current());
-    let (changed, left) = device_list_updates(&state, user, &from, &to).await?;
+    let (changed, left) = device_list_updates(&state, user, &from, &to, None).await?;
     Ok(RumaResponse(changes::Response::new(changed, left)))
 }
 
 /// Whose device lists a user must re-fetch, and whose to forget, for the
 /// range `(since, upto]`: users sharing a room whose devices or keys
 /// changed, or who newly share a room with the user (`changed`), and users
-/// who no longer share any room with them (`left`).
+/// who no longer share any room with them (`left`). `sharing` is the
+/// user's current room-mates when the caller has already read them.
 pub(super) async fn device_list_updates(
     state: &AppState,
     user: &UserId,
     since: &Positions,
     upto: &Positions,
+    sharing: Option<&HashSet<String>>,
 ) -> ApiResult<(Vec<OwnedUserId>, Vec<OwnedUserId>)> {
     let devices_changed = upto.get(Stream::DeviceLists) > since.get(Stream::DeviceLists);
     let membership = if upto.get(Stream::Events) > since.get(Stream::Events) {
@@ -403,12 +405,19 @@ pub(super) async fn device_list_updates(
     if !devices_changed && membership.is_empty() {
         return Ok((Vec::new(), Vec::new()));
     }
-    let sharing: HashSet<String> = state
-        .storage
-        .users_sharing_rooms(user.as_str())
-        .await?
-        .into_iter()
-        .collect();
+    let read;
+    let sharing = match sharing {
+        Some(sharing) => sharing,
+        None => {
+            read = state
+                .storage
+                .users_sharing_rooms(user.as_str())
+                .await?
+                .into_iter()
+                .collect::<HashSet<String>>();
+            &read
+        }
+    };
 
     let mut changed = HashSet::new();
     let mut gone = HashSet::new();

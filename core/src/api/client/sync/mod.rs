@@ -268,20 +268,33 @@ impl SyncRequest<'_> {
         }
         self.rooms(&mut response, since, now, room_data).await?;
         response.to_device.events = self.to_device(since, now).await?;
-        let sharing = if since.is_none_or(|s| now.get(Stream::Presence) > s.get(Stream::Presence)) {
-            self.state
-                .storage
-                .users_sharing_rooms(self.user.as_str())
-                .await?
-                .into_iter()
-                .collect()
-        } else {
-            HashSet::new()
-        };
-        response.presence.events = self.presence(since, now, &sharing).await?;
+        // Room-mates, read only when presence moved (device lists read
+        // them themselves when they need them).
+        let sharing: Option<HashSet<String>> =
+            if since.is_none_or(|s| now.get(Stream::Presence) > s.get(Stream::Presence)) {
+                Some(
+                    self.state
+                        .storage
+                        .users_sharing_rooms(self.user.as_str())
+                        .await?
+                        .into_iter()
+                        .collect(),
+                )
+            } else {
+                None
+            };
+        response.presence.events = self
+            .presence(since, now, sharing.as_ref().unwrap_or(&HashSet::new()))
+            .await?;
         if let Some(since) = since {
-            let (changed, left) =
-                super::keys::device_list_updates(self.state, self.user, &since, &now).await?;
+            let (changed, left) = super::keys::device_list_updates(
+                self.state,
+                self.user,
+                &since,
+                &now,
+                sharing.as_ref(),
+            )
+            .await?;
             response.device_lists.changed = changed;
             response.device_lists.left = left;
         }
