@@ -14,7 +14,7 @@ use ruma::OwnedServerName;
 use tokio::net::TcpListener;
 
 use crate::{
-    api::{self, ruma::TrustForwardedFor},
+    api::{self, plugin_actions::PluginActions, ruma::TrustForwardedFor},
     auth::{jwt::JwtLogin, password::PasswordHasher, tokens::TokenCache, uia::UiaSessions},
     config::{Config, ListenerKind, Resource},
     federation::signing_key::{SigningKey, write_private_file},
@@ -57,6 +57,18 @@ pub async fn prepare(config: Config, config_files: Vec<PathBuf>) -> anyhow::Resu
         config.ip_range_whitelist.clone(),
         config.push.include_content,
     );
+    spawn_typing_expiry(live.clone());
+    let actions = Arc::new(PluginActions::default());
+    let services = HostServices {
+        kv: Some(Arc::new(storage.clone())),
+        queries: Some(Arc::new(storage.clone())),
+        actions: Some(actions.clone()),
+    };
+    let plugins = PluginSet::load(&plugin_cache(&config), &config.modules, services.clone())
+        .await
+        .map_err(|err| anyhow::anyhow!("modules: {err}"))?;
+    check_mapping_plugins(&config, &plugins)?;
+    let plugins = Arc::new(Plugins::new(plugins));
     let rooms = Rooms::new(
         storage.clone(),
         signing_key.clone(),
@@ -64,17 +76,10 @@ pub async fn prepare(config: Config, config_files: Vec<PathBuf>) -> anyhow::Resu
         live.clone(),
         push_rules.clone(),
         gateway,
+        plugins.clone(),
     )
     .await?;
-    spawn_typing_expiry(live.clone());
-    let services = HostServices {
-        kv: Some(Arc::new(storage.clone())),
-        queries: Some(Arc::new(storage.clone())),
-    };
-    let plugins = PluginSet::load(&plugin_cache(&config), &config.modules, services.clone())
-        .await
-        .map_err(|err| anyhow::anyhow!("modules: {err}"))?;
-    Ok(AppState(Arc::new(Services {
+    let state = AppState(Arc::new(Services {
         server_name,
         storage,
         tokens: TokenCache::default(),
@@ -85,7 +90,7 @@ pub async fn prepare(config: Config, config_files: Vec<PathBuf>) -> anyhow::Resu
         registration_nonces: Default::default(),
         signing_key,
         rooms,
-        plugins: Plugins::new(plugins),
+        plugins,
         config_files,
         plugin_services: services,
         live,
@@ -99,14 +104,20 @@ pub async fn prepare(config: Config, config_files: Vec<PathBuf>) -> anyhow::Resu
             .map_err(|problem| anyhow::anyhow!("jwt_config: {problem}"))?,
         oidc: match &config.public_baseurl {
             Some(base) if !config.oidc_providers.is_empty() => Some(
-                crate::auth::oidc::Oidc::new(&config.oidc_providers, base)
-                    .map_err(|e| anyhow::anyhow!("oidc_providers: {e}"))?,
+                crate::auth::oidc::Oidc::new(
+                    &config.oidc_providers,
+                    base,
+                    config.templates.custom_template_directory.as_deref(),
+                )
+                .map_err(|e| anyhow::anyhow!("oidc_providers: {e}"))?,
             ),
             _ => None,
         },
         media,
         config,
-    })))
+    }));
+    actions.attach(&state);
+    Ok(state)
 }
 
 /// Ends typing notices whose timeout passed, waking the rooms' followers.
@@ -190,6 +201,23 @@ pub async fn reload_plugins(state: &AppState) -> anyhow::Result<Vec<String>> {
     state.plugins.replace(set);
     tracing::info!(plugins = ?names, "plugins reloaded");
     Ok(names)
+}
+
+/// Every SSO mapping plugin an OIDC provider names must be loaded and
+/// implement `sso-mapping`.
+fn check_mapping_plugins(config: &Config, plugins: &PluginSet) -> anyhow::Result<()> {
+    for (i, provider) in config.oidc_providers.iter().enumerate() {
+        if let Some(name) = provider.user_mapping_provider.plugin()
+            && plugins.sso_mapper(name).is_none()
+        {
+            anyhow::bail!(
+                "oidc_providers[{i}].user_mapping_provider.module: no plugin named {name} that \
+                 implements sso-mapping is listed under modules: (a plugin is named after its \
+                 .wasm file, e.g. {name}.wasm)"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// SIGHUP reloads the plugins, as it makes Synapse reload its config.

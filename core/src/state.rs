@@ -58,7 +58,7 @@ pub struct Services {
     pub registration_nonces: Nonces,
     pub signing_key: Arc<SigningKey>,
     pub rooms: Rooms,
-    pub plugins: myelin_plugin_api::Plugins,
+    pub plugins: Arc<myelin_plugin_api::Plugins>,
     /// The `-c` files the server started from, re-read to reload plugins.
     pub config_files: Vec<std::path::PathBuf>,
     pub plugin_services: myelin_plugin_api::HostServices,

@@ -73,6 +73,10 @@ pub struct Grants {
     /// Read-only queries: profiles, rooms' current state, membership, admins.
     #[serde(default)]
     pub queries: bool,
+    /// Actions on behalf of local users: membership changes, events,
+    /// account data, server notices.
+    #[serde(default)]
+    pub actions: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

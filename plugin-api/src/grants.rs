@@ -7,7 +7,7 @@ use std::{future::Future, pin::Pin, sync::Arc};
 use crate::{
     bindings::myelin::plugin::{
         host,
-        types::{Event, HostError, HttpRequest, HttpResponse, UserProfile},
+        types::{ActionError, Event, HostError, HttpRequest, HttpResponse, Rejection, UserProfile},
     },
     config::Grants,
     http::HttpClient,
@@ -52,6 +52,11 @@ pub trait QueryBackend: Send + Sync + 'static {
         event_type: &'a str,
         state_key: &'a str,
     ) -> BoxFuture<'a, Result<Option<Event>, String>>;
+    fn room_state_events<'a>(
+        &'a self,
+        room_id: &'a str,
+        event_type: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<Event>, String>>;
     fn is_joined<'a>(
         &'a self,
         user_id: &'a str,
@@ -60,11 +65,59 @@ pub trait QueryBackend: Send + Sync + 'static {
     fn is_admin<'a>(&'a self, user_id: &'a str) -> BoxFuture<'a, Result<bool, String>>;
 }
 
+/// Why the server refused an action (the error the user would get), or
+/// could not do it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActionRefused {
+    Refused { errcode: String, message: String },
+    Failed(String),
+}
+
+/// Actions plugins may take on behalf of local users (grant `actions`),
+/// through the same checks as the users' own requests.
+pub trait ActionBackend: Send + Sync + 'static {
+    fn update_room_membership<'a>(
+        &'a self,
+        sender: &'a str,
+        target: &'a str,
+        room_id: &'a str,
+        membership: &'a str,
+        content: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<String, ActionRefused>>;
+    fn send_event<'a>(
+        &'a self,
+        sender: &'a str,
+        room_id: &'a str,
+        event_type: &'a str,
+        state_key: Option<&'a str>,
+        content: &'a str,
+    ) -> BoxFuture<'a, Result<String, ActionRefused>>;
+    fn get_account_data<'a>(
+        &'a self,
+        user_id: &'a str,
+        room_id: Option<&'a str>,
+        data_type: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, ActionRefused>>;
+    fn set_account_data<'a>(
+        &'a self,
+        user_id: &'a str,
+        room_id: Option<&'a str>,
+        data_type: &'a str,
+        content: &'a str,
+    ) -> BoxFuture<'a, Result<(), ActionRefused>>;
+    fn send_server_notice<'a>(
+        &'a self,
+        user_id: &'a str,
+        content: &'a str,
+    ) -> BoxFuture<'a, Result<String, ActionRefused>>;
+}
+
 /// The server's side of the grants, shared by every plugin.
 #[derive(Clone, Default)]
 pub struct HostServices {
     pub kv: Option<Arc<dyn KvBackend>>,
     pub queries: Option<Arc<dyn QueryBackend>>,
+    pub actions: Option<Arc<dyn ActionBackend>>,
 }
 
 /// One instance's view: what its plugin was granted, and the backends.
@@ -84,12 +137,45 @@ impl Granted {
         }
     }
 
+    fn actions(&self) -> Result<&dyn ActionBackend, ActionError> {
+        match (self.grants.actions, &self.services.actions) {
+            (true, Some(backend)) => Ok(&**backend),
+            _ => Err(ActionError::NotGranted),
+        }
+    }
+
     /// The key-value backend and quota, if granted.
     fn kv(&self) -> Result<(&dyn KvBackend, u64), HostError> {
         match (&self.grants.kv, &self.services.kv) {
             (Some(grant), Some(backend)) => Ok((&**backend, grant.quota_kib.saturating_mul(1024))),
             _ => Err(HostError::NotGranted),
         }
+    }
+}
+
+impl From<ActionRefused> for ActionError {
+    fn from(refused: ActionRefused) -> Self {
+        match refused {
+            ActionRefused::Refused { errcode, message } => {
+                Self::Refused(Rejection { errcode, message })
+            }
+            ActionRefused::Failed(message) => Self::Failed(message),
+        }
+    }
+}
+
+/// Runs an action within the plugin's call deadline: the guest cannot be
+/// interrupted while the host works for it, so a host call that waits (e.g.
+/// for the lock of a room whose event is being checked) is cut off here.
+async fn act<T>(
+    deadline: std::time::Duration,
+    action: impl Future<Output = Result<T, ActionRefused>>,
+) -> Result<T, ActionError> {
+    match tokio::time::timeout(deadline, action).await {
+        Ok(result) => result.map_err(ActionError::from),
+        Err(_) => Err(ActionError::Failed(
+            "the action did not finish within the plugin's deadline".into(),
+        )),
     }
 }
 
@@ -144,6 +230,18 @@ impl host::Host for InstanceState {
             .map_err(HostError::Failed)
     }
 
+    async fn get_room_state_events(
+        &mut self,
+        room_id: String,
+        event_type: String,
+    ) -> Result<Vec<Event>, HostError> {
+        let queries = self.granted.queries()?;
+        queries
+            .room_state_events(&room_id, &event_type)
+            .await
+            .map_err(HostError::Failed)
+    }
+
     async fn is_user_in_room(
         &mut self,
         user_id: String,
@@ -169,5 +267,91 @@ impl host::Host for InstanceState {
             tracing::info!(target: "myelin::plugin", plugin = &*self.plugin, %url, error = ?err, "plugin HTTP request refused or failed");
         }
         result
+    }
+
+    async fn update_room_membership(
+        &mut self,
+        sender: String,
+        target: String,
+        room_id: String,
+        membership: String,
+        content: Option<String>,
+    ) -> Result<String, ActionError> {
+        let actions = self.granted.actions()?;
+        act(
+            self.deadline,
+            actions.update_room_membership(
+                &sender,
+                &target,
+                &room_id,
+                &membership,
+                content.as_deref(),
+            ),
+        )
+        .await
+    }
+
+    async fn send_event(
+        &mut self,
+        sender: String,
+        room_id: String,
+        event_type: String,
+        state_key: Option<String>,
+        content: String,
+    ) -> Result<String, ActionError> {
+        let actions = self.granted.actions()?;
+        act(
+            self.deadline,
+            actions.send_event(
+                &sender,
+                &room_id,
+                &event_type,
+                state_key.as_deref(),
+                &content,
+            ),
+        )
+        .await
+    }
+
+    async fn get_account_data(
+        &mut self,
+        user_id: String,
+        room_id: Option<String>,
+        data_type: String,
+    ) -> Result<Option<String>, ActionError> {
+        let actions = self.granted.actions()?;
+        act(
+            self.deadline,
+            actions.get_account_data(&user_id, room_id.as_deref(), &data_type),
+        )
+        .await
+    }
+
+    async fn set_account_data(
+        &mut self,
+        user_id: String,
+        room_id: Option<String>,
+        data_type: String,
+        content: String,
+    ) -> Result<(), ActionError> {
+        let actions = self.granted.actions()?;
+        act(
+            self.deadline,
+            actions.set_account_data(&user_id, room_id.as_deref(), &data_type, &content),
+        )
+        .await
+    }
+
+    async fn send_server_notice(
+        &mut self,
+        user_id: String,
+        content: String,
+    ) -> Result<String, ActionError> {
+        let actions = self.granted.actions()?;
+        act(
+            self.deadline,
+            actions.send_server_notice(&user_id, &content),
+        )
+        .await
     }
 }

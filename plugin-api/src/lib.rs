@@ -5,29 +5,59 @@
 //! This crate knows nothing of HTTP routes or SQL: the server calls
 //! [`PluginSet`]'s hook methods at its call sites and gets typed answers.
 
+/// One call of an export of one plugin: a warm instance from the pool, the
+/// call under the plugin's deadline, the instance back to the pool (or
+/// dropped after a failure). `$export` names the optional export on
+/// [`plugin::Warm`]; plugins are only asked for what they registered, which
+/// needs the export, so a missing one is a host bug reported as a fault.
+macro_rules! ask {
+    ($plugin:expr, $export:ident, $method:ident($($arg:expr),*)) => {{
+        let plugin: &$crate::plugin::Plugin = $plugin;
+        match plugin.checkout().await {
+            Ok(mut lease) => {
+                let warm = &mut lease.warm;
+                let result = match &warm.$export {
+                    Some(guest) => guest.$method(&mut warm.store, $($arg),*).await,
+                    None => Err(wasmtime::Error::msg(concat!("no ", stringify!($export), " export"))),
+                };
+                plugin.checkin(lease, result)
+            }
+            Err(fault) => Err(fault),
+        }
+    }};
+}
+
+pub mod account;
 mod bindings;
 pub mod config;
 pub mod grants;
 pub mod http;
 pub mod password_auth;
 pub mod plugin;
+pub mod presence;
+pub mod rules;
 pub mod runtime;
 pub mod spam;
+pub mod sso_mapping;
 pub mod stats;
 
 use std::{path::Path, sync::Arc};
 
 pub use self::{
+    account::{DataCallback, ValidityCallback},
     bindings::{
         exports::myelin::plugin::password_auth::AuthCallback,
         myelin::plugin::types::{Callback, Event, LogLevel, UserProfile},
     },
     config::{Grants, Limits, ModuleConfig, OnError},
-    grants::{BoxFuture, HostServices, KvBackend, QueryBackend},
+    grants::{ActionBackend, ActionRefused, BoxFuture, HostServices, KvBackend, QueryBackend},
     password_auth::{AuthOutcome, AuthRegistration, PluginFailed},
-    plugin::{Fault, LoadError, Plugin},
+    plugin::{CONTRACT_VERSION, Fault, LoadError, Plugin},
+    presence::{Interested, PresenceCallback, PresenceState},
+    rules::{EventAllowed, EventDecision, RulesCallback},
     runtime::Runtime,
     spam::{Registration, Verdict},
+    sso_mapping::{MappingFailed, SsoMappingCallback, UserAttributes},
     stats::{CallbackStats, Hook, callback_name, hook_name},
 };
 

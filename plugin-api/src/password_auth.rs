@@ -12,8 +12,8 @@ use crate::{
         self as wit, AuthCallback, AuthResult, AuthenticatedUser,
     },
     config::OnError,
-    plugin::{Fault, LoadError, Plugin},
-    stats::{Hook, Outcome, hook_name},
+    plugin::LoadError,
+    stats::{Hook, record},
 };
 
 /// What a plugin registered through `password-auth`.
@@ -71,43 +71,6 @@ pub enum AuthOutcome {
 /// A plugin failed with `on_error: deny`: the action is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PluginFailed;
-
-/// One call of a `password-auth` export on one plugin that has it.
-macro_rules! ask {
-    ($plugin:expr, $method:ident($($arg:expr),*)) => {{
-        let plugin: &Plugin = $plugin;
-        match plugin.checkout().await {
-            Ok(mut lease) => {
-                let warm = &mut lease.warm;
-                let result = match &warm.auth {
-                    Some(auth) => auth.$method(&mut warm.store, $($arg),*).await,
-                    // Only plugins that registered something here are asked,
-                    // and only components with the export can register.
-                    None => Err(wasmtime::Error::msg("no password-auth export")),
-                };
-                plugin.checkin(lease, result)
-            }
-            Err(fault) => Err(fault),
-        }
-    }};
-}
-
-/// Records a call's outcome and, for a fault, logs it and keeps it as the
-/// plugin's last error.
-fn record<T>(plugin: &Plugin, hook: Hook, started: Instant, answer: &Result<T, Fault>, pass: bool) {
-    let outcome = match answer {
-        Ok(_) if pass => Outcome::Pass,
-        Ok(_) => Outcome::Refuse,
-        Err(fault) => Outcome::Fault(*fault),
-    };
-    plugin.stats.record(hook, outcome, started.elapsed());
-    if let Err(fault) = answer {
-        plugin
-            .stats
-            .record_error(format!("{}: {}", hook_name(hook), fault.as_str()));
-        tracing::warn!(plugin = &*plugin.name, hook = hook_name(hook), fault = fault.as_str(), on_error = ?plugin.on_error, "plugin failed");
-    }
-}
 
 fn outcome(answer: AuthResult) -> AuthOutcome {
     match answer {
@@ -187,7 +150,7 @@ impl PluginSet {
                 continue;
             }
             let started = Instant::now();
-            let answer = ask!(plugin, call_check_auth(user, login_type, fields));
+            let answer = ask!(plugin, auth, call_check_auth(user, login_type, fields));
             let authenticated = matches!(answer, Ok(AuthResult::Authenticated(_)));
             record(plugin, Hook::CheckAuth, started, &answer, authenticated);
             match answer.map(outcome) {
@@ -213,7 +176,11 @@ impl PluginSet {
                 continue;
             }
             let started = Instant::now();
-            let answer = ask!(plugin, call_check_threepid_auth(medium, address, password));
+            let answer = ask!(
+                plugin,
+                auth,
+                call_check_threepid_auth(medium, address, password)
+            );
             let authenticated = matches!(answer, Ok(AuthResult::Authenticated(_)));
             record(plugin, callback.into(), started, &answer, authenticated);
             match answer.map(outcome) {
@@ -234,7 +201,11 @@ impl PluginSet {
                 continue;
             }
             let started = Instant::now();
-            let answer = ask!(plugin, call_on_logged_out(user_id, device_id, access_token));
+            let answer = ask!(
+                plugin,
+                auth,
+                call_on_logged_out(user_id, device_id, access_token)
+            );
             record(plugin, callback.into(), started, &answer, true);
         }
     }
@@ -284,11 +255,13 @@ impl PluginSet {
             let answer = if callback == AuthCallback::GetUsernameForRegistration {
                 ask!(
                     plugin,
+                    auth,
                     call_get_username_for_registration(uia_results, params)
                 )
             } else {
                 ask!(
                     plugin,
+                    auth,
                     call_get_displayname_for_registration(uia_results, params)
                 )
             };
@@ -319,6 +292,7 @@ impl PluginSet {
             let started = Instant::now();
             let answer = ask!(
                 plugin,
+                auth,
                 call_is_threepid_allowed(medium, address, registration)
             );
             record(

@@ -23,7 +23,12 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::{
     bindings::{
         self,
-        exports::myelin::plugin::{lifecycle, password_auth, spam_checker},
+        exports::myelin::plugin::{
+            account_data::{self, DataCallback},
+            account_validity::{self, ValidityCallback},
+            lifecycle, password_auth, presence_router, spam_checker, sso_mapping,
+            third_party_rules::{self, RulesCallback},
+        },
         myelin::plugin::types::{Callback, LogLevel},
     },
     config::{Limits, ModuleConfig, OnError},
@@ -73,6 +78,8 @@ impl Fault {
 pub struct InstanceState {
     pub(crate) plugin: Arc<str>,
     pub(crate) granted: Granted,
+    /// The plugin's call deadline, bounding host work done for a call.
+    pub(crate) deadline: std::time::Duration,
     wasi: WasiCtx,
     table: ResourceTable,
     limits: StoreLimits,
@@ -103,25 +110,55 @@ impl InstanceState {
     }
 }
 
-/// An instance ready for calls.
+/// An instance ready for calls. Each hook interface is absent when the
+/// component does not export it.
 pub(crate) struct Warm {
     pub(crate) store: Store<InstanceState>,
-    pub(crate) spam: spam_checker::Guest,
-    /// Absent when the component does not export `password-auth`.
+    pub(crate) spam: Option<spam_checker::Guest>,
     pub(crate) auth: Option<password_auth::Guest>,
+    pub(crate) rules: Option<third_party_rules::Guest>,
+    pub(crate) validity: Option<account_validity::Guest>,
+    pub(crate) account_data: Option<account_data::Guest>,
+    pub(crate) presence: Option<presence_router::Guest>,
+    pub(crate) sso_mapping: Option<sso_mapping::Guest>,
 }
 
-/// Where the contract's exports are in the component, looked up once. The
-/// `password-auth` interface is optional, so the world's all-or-nothing
-/// `PluginPre` does not fit.
+/// Where the contract's exports are in the component, looked up once. Only
+/// `lifecycle` is required, so the world's all-or-nothing `PluginPre` does
+/// not fit.
 struct Exports {
     lifecycle: lifecycle::GuestIndices,
-    spam: spam_checker::GuestIndices,
+    spam: Option<spam_checker::GuestIndices>,
     auth: Option<password_auth::GuestIndices>,
+    rules: Option<third_party_rules::GuestIndices>,
+    validity: Option<account_validity::GuestIndices>,
+    account_data: Option<account_data::GuestIndices>,
+    presence: Option<presence_router::GuestIndices>,
+    sso_mapping: Option<sso_mapping::GuestIndices>,
 }
 
-/// The name under which a component exports the `password-auth` interface.
-const PASSWORD_AUTH_EXPORT: &str = "myelin:plugin/password-auth@0.1.0";
+/// The version of the contract this host serves.
+pub const CONTRACT_VERSION: &str = "0.1.0";
+
+/// Each export's `GuestIndices` if the component has the export.
+macro_rules! optional_export {
+    ($component:expr, $pre:expr, $module:ident, $interface:literal, $contract:expr) => {
+        match $component.get_export_index(None, concat!("myelin:plugin/", $interface, "@0.1.0")) {
+            Some(_) => Some($module::GuestIndices::new($pre).map_err($contract)?),
+            None => None,
+        }
+    };
+}
+
+/// Loads an optional export into a new instance.
+macro_rules! load_export {
+    ($indices:expr, $store:expr, $instance:expr) => {
+        match &$indices {
+            Some(indices) => Some(indices.load(&mut *$store, $instance)?),
+            None => None,
+        }
+    };
+}
 
 /// An instance checked out for one call, holding one of the plugin's slots.
 pub(crate) struct Lease {
@@ -145,6 +182,8 @@ pub struct Plugin {
     pub callbacks: HashSet<Callback>,
     /// What the plugin registered through `password-auth` (empty without it).
     pub auth: AuthRegistration,
+    /// What it registered through the other optional hook interfaces.
+    pub registered: Registered,
     pub grants: crate::config::Grants,
     pub stats: PluginStats,
     /// The operator's `config:`, handed to every new instance's `init`.
@@ -186,16 +225,40 @@ impl Plugin {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| fail(e.to_string()))?;
         bindings::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| fail(e.to_string()))?;
-        let contract =
-            |e: wasmtime::Error| fail(format!("does not implement myelin:plugin@0.1.0: {e:#}"));
+        check_contract_versions(&component, &runtime.engine).map_err(fail)?;
+        let contract = |e: wasmtime::Error| {
+            fail(format!(
+                "does not implement myelin:plugin@{CONTRACT_VERSION}: {e:#}"
+            ))
+        };
         let pre = linker.instantiate_pre(&component).map_err(contract)?;
         let exports = Exports {
             lifecycle: lifecycle::GuestIndices::new(&pre).map_err(contract)?,
-            spam: spam_checker::GuestIndices::new(&pre).map_err(contract)?,
-            auth: match component.get_export_index(None, PASSWORD_AUTH_EXPORT) {
-                Some(_) => Some(password_auth::GuestIndices::new(&pre).map_err(contract)?),
-                None => None,
-            },
+            spam: optional_export!(component, &pre, spam_checker, "spam-checker", contract),
+            auth: optional_export!(component, &pre, password_auth, "password-auth", contract),
+            rules: optional_export!(
+                component,
+                &pre,
+                third_party_rules,
+                "third-party-rules",
+                contract
+            ),
+            validity: optional_export!(
+                component,
+                &pre,
+                account_validity,
+                "account-validity",
+                contract
+            ),
+            account_data: optional_export!(component, &pre, account_data, "account-data", contract),
+            presence: optional_export!(
+                component,
+                &pre,
+                presence_router,
+                "presence-router",
+                contract
+            ),
+            sso_mapping: optional_export!(component, &pre, sso_mapping, "sso-mapping", contract),
         };
 
         let name: Arc<str> = plugin_name(&path).into();
@@ -224,6 +287,7 @@ impl Plugin {
             on_error: config.on_error,
             callbacks: HashSet::new(),
             auth: AuthRegistration::default(),
+            registered: Registered::default(),
             runtime: runtime.clone(),
             pre,
             exports,
@@ -238,13 +302,59 @@ impl Plugin {
         let registered = registered
             .map_err(|message| fail(format!("it refused its configuration: {message}")))?;
         plugin.callbacks = registered.into_iter().collect();
+        if !plugin.callbacks.is_empty() && warm.spam.is_none() {
+            return Err(fail(
+                "its init lists spam-checker callbacks, but it does not export spam-checker".into(),
+            ));
+        }
         let mut warm = warm;
+        let name = plugin.name.clone();
+        let register_failed = |interface: &str, err: wasmtime::Error| {
+            tracing::warn!(plugin = &*name, interface, error = %format!("{err:#}"), "plugin registration failed");
+            fail(format!(
+                "its {interface} register failed ({})",
+                Fault::classify(&err).as_str()
+            ))
+        };
         if let Some(auth) = &warm.auth {
-            let registration = auth.call_register(&mut warm.store).await.map_err(|err| {
-                tracing::warn!(plugin = &*plugin.name, error = %format!("{err:#}"), "plugin password-auth registration failed");
-                fail(format!("its password-auth register failed ({})", Fault::classify(&err).as_str()))
-            })?;
+            let registration = auth
+                .call_register(&mut warm.store)
+                .await
+                .map_err(|e| register_failed("password-auth", e))?;
             plugin.auth = AuthRegistration::from_wit(registration).map_err(fail)?;
+        }
+        if let Some(rules) = &warm.rules {
+            let registered = rules
+                .call_register(&mut warm.store)
+                .await
+                .map_err(|e| register_failed("third-party-rules", e))?;
+            plugin.registered.rules = registered.into_iter().collect();
+        }
+        if let Some(validity) = &warm.validity {
+            let registered = validity
+                .call_register(&mut warm.store)
+                .await
+                .map_err(|e| register_failed("account-validity", e))?;
+            plugin.registered.validity = registered.into_iter().collect();
+        }
+        if let Some(account_data) = &warm.account_data {
+            let registered = account_data
+                .call_register(&mut warm.store)
+                .await
+                .map_err(|e| register_failed("account-data", e))?;
+            plugin.registered.account_data = registered.into_iter().collect();
+        }
+        if let Some(presence) = &warm.presence {
+            plugin.registered.presence_router = presence
+                .call_register(&mut warm.store)
+                .await
+                .map_err(|e| register_failed("presence-router", e))?;
+        }
+        if let Some(mapping) = &warm.sso_mapping {
+            plugin.registered.sso_mapping = mapping
+                .call_register(&mut warm.store)
+                .await
+                .map_err(|e| register_failed("sso-mapping", e))?;
         }
         plugin.pool.lock().push(warm);
         Ok(plugin)
@@ -257,6 +367,7 @@ impl Plugin {
         let state = InstanceState {
             plugin: self.name.clone(),
             granted: self.granted.clone(),
+            deadline: self.limits.timeout(),
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
@@ -271,13 +382,22 @@ impl Plugin {
         store.set_epoch_deadline(self.deadline_ticks());
         let instance = self.pre.instantiate_async(&mut store).await?;
         let lifecycle = self.exports.lifecycle.load(&mut store, &instance)?;
-        let spam = self.exports.spam.load(&mut store, &instance)?;
-        let auth = match &self.exports.auth {
-            Some(indices) => Some(indices.load(&mut store, &instance)?),
-            None => None,
+        let exports = &self.exports;
+        let warm = Warm {
+            spam: load_export!(exports.spam, &mut store, &instance),
+            auth: load_export!(exports.auth, &mut store, &instance),
+            rules: load_export!(exports.rules, &mut store, &instance),
+            validity: load_export!(exports.validity, &mut store, &instance),
+            account_data: load_export!(exports.account_data, &mut store, &instance),
+            presence: load_export!(exports.presence, &mut store, &instance),
+            sso_mapping: load_export!(exports.sso_mapping, &mut store, &instance),
+            store,
         };
-        let registered = lifecycle.call_init(&mut store, &self.config_json).await?;
-        Ok((Warm { store, spam, auth }, registered))
+        let mut warm = warm;
+        let registered = lifecycle
+            .call_init(&mut warm.store, &self.config_json)
+            .await?;
+        Ok((warm, registered))
     }
 
     async fn instance(&self) -> wasmtime::Result<Warm> {
@@ -342,9 +462,80 @@ impl Plugin {
     }
 }
 
+/// The callbacks a plugin registered through the optional hook interfaces
+/// besides `password-auth`.
+#[derive(Debug, Clone, Default)]
+pub struct Registered {
+    pub rules: HashSet<RulesCallback>,
+    pub validity: HashSet<ValidityCallback>,
+    pub account_data: HashSet<DataCallback>,
+    pub presence_router: bool,
+    pub sso_mapping: bool,
+}
+
+/// Refuses a component built against a contract version this host does not
+/// serve: every `myelin:plugin` interface it imports or exports must be
+/// semver-compatible with, and not newer than, [`CONTRACT_VERSION`].
+fn check_contract_versions(
+    component: &wasmtime::component::Component,
+    engine: &wasmtime::Engine,
+) -> Result<(), String> {
+    let ty = component.component_type();
+    let names = ty
+        .imports(engine)
+        .map(|(name, _)| name)
+        .chain(ty.exports(engine).map(|(name, _)| name));
+    for name in names {
+        let Some(interface) = name.strip_prefix("myelin:plugin/") else {
+            continue;
+        };
+        let version = interface.split_once('@').map(|(_, v)| v).unwrap_or("");
+        if !serves(version) {
+            return Err(format!(
+                "it was built against myelin:plugin@{version} (its {name}), but this server serves \
+                 myelin:plugin@{CONTRACT_VERSION} and the compatible earlier 0.1 versions; \
+                 rebuild it against this server's wit/ or upgrade the server"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether a plugin built against contract `version` can run here: the same
+/// 0.x minor (for 0.x versions the minor is the breaking component), and a
+/// patch no newer than ours.
+fn serves(version: &str) -> bool {
+    let parse = |v: &str| -> Option<(u64, u64, u64)> {
+        let mut parts = v.split('.').map(|p| p.parse::<u64>().ok());
+        let parsed = (parts.next()??, parts.next()??, parts.next()??);
+        parts.next().is_none().then_some(parsed)
+    };
+    match (parse(version), parse(CONTRACT_VERSION)) {
+        (Some((0, minor, patch)), Some((0, our_minor, our_patch))) => {
+            minor == our_minor && patch <= our_patch
+        }
+        _ => false,
+    }
+}
+
 /// `spam_filter` from `path/to/spam_filter.wasm`.
 fn plugin_name(path: &Path) -> String {
     path.file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.display().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract_versions_served() {
+        assert!(serves("0.1.0"));
+        assert!(!serves("0.1.1"), "a newer patch may import what we lack");
+        assert!(!serves("0.2.0"));
+        assert!(!serves("1.0.0"));
+        assert!(!serves(""));
+        assert!(!serves("0.1"));
+    }
 }

@@ -31,7 +31,7 @@ pub enum Registration {
 }
 
 /// What a refused call looks like to the user when the plugin failed.
-fn failed_plugin() -> Verdict {
+pub(crate) fn failed_plugin() -> Verdict {
     Verdict::Reject {
         errcode: "M_FORBIDDEN".to_owned(),
         message: "This request was refused because a server plugin failed".to_owned(),
@@ -40,7 +40,7 @@ fn failed_plugin() -> Verdict {
 
 /// Matrix error codes are upper case with underscores (`M_FORBIDDEN`, or a
 /// namespaced `COM_EXAMPLE_CODE`); anything else is a malformed answer.
-fn valid_errcode(code: &str) -> bool {
+pub(crate) fn valid_errcode(code: &str) -> bool {
     !code.is_empty()
         && code.len() <= 255
         && code
@@ -58,22 +58,6 @@ fn verdict(answer: SpamVerdict) -> Result<Verdict, Fault> {
     }
 }
 
-/// One call of a spam-checker export on one plugin: a warm instance, the
-/// call under the deadline, the instance back to the pool (or dropped).
-macro_rules! ask {
-    ($plugin:expr, $method:ident($($arg:expr),*)) => {{
-        let plugin: &Plugin = $plugin;
-        match plugin.checkout().await {
-            Ok(mut lease) => {
-                let warm = &mut lease.warm;
-                let result = warm.spam.$method(&mut warm.store, $($arg),*).await;
-                plugin.checkin(lease, result)
-            }
-            Err(fault) => Err(fault),
-        }
-    }};
-}
-
 /// Asks, in order, each plugin that registered `$callback`, until one
 /// refuses; a failure resolves by that plugin's `on_error`.
 macro_rules! first_refusal {
@@ -84,7 +68,7 @@ macro_rules! first_refusal {
                 continue;
             }
             let started = Instant::now();
-            let answer = ask!(plugin, $method($($arg),*)).and_then(verdict);
+            let answer = ask!(plugin, spam, $method($($arg),*)).and_then(verdict);
             plugin.stats.record($callback, match &answer {
                 Ok(Verdict::Allow) => Outcome::Pass,
                 Ok(_) => Outcome::Refuse,
@@ -194,7 +178,7 @@ impl PluginSet {
                 continue;
             }
             let started = Instant::now();
-            let answer = ask!(plugin, call_check_username_for_spam(profile));
+            let answer = ask!(plugin, spam, call_check_username_for_spam(profile));
             let outcome = match &answer {
                 Ok(false) => Outcome::Pass,
                 Ok(true) => Outcome::Refuse,
@@ -231,6 +215,7 @@ impl PluginSet {
             let started = Instant::now();
             let answer = ask!(
                 plugin,
+                spam,
                 call_check_registration_for_spam(email, username, request_info, auth_provider_id)
             );
             let outcome = match &answer {

@@ -9,12 +9,20 @@ use std::{
 
 use parking_lot::Mutex;
 
+use std::time::Instant;
+
 use crate::{
     PluginSet,
     bindings::{
-        exports::myelin::plugin::password_auth::AuthCallback, myelin::plugin::types::Callback,
+        exports::myelin::plugin::{
+            account_data::DataCallback, account_validity::ValidityCallback,
+            password_auth::AuthCallback, third_party_rules::RulesCallback,
+        },
+        myelin::plugin::types::Callback,
     },
-    plugin::Fault,
+    plugin::{Fault, Plugin},
+    presence::PresenceCallback,
+    sso_mapping::SsoMappingCallback,
 };
 
 /// Upper bounds of the latency buckets, in seconds.
@@ -52,13 +60,72 @@ pub struct CallbackStats {
     buckets: [u64; BUCKETS.len()],
 }
 
-/// A hook a plugin answers: a spam-checker callback, a password auth
-/// provider's credentials check, or one of that family's other callbacks.
+/// A hook a plugin answers: a callback of one of the contract's families
+/// (a password auth provider's credentials check has no callback name of its
+/// own in the WIT, hence `CheckAuth`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Hook {
     Spam(Callback),
     CheckAuth,
     Auth(AuthCallback),
+    Rules(RulesCallback),
+    Validity(ValidityCallback),
+    AccountData(DataCallback),
+    Presence(PresenceCallback),
+    SsoMapping(SsoMappingCallback),
+}
+
+impl From<RulesCallback> for Hook {
+    fn from(callback: RulesCallback) -> Self {
+        Self::Rules(callback)
+    }
+}
+
+impl From<ValidityCallback> for Hook {
+    fn from(callback: ValidityCallback) -> Self {
+        Self::Validity(callback)
+    }
+}
+
+impl From<DataCallback> for Hook {
+    fn from(callback: DataCallback) -> Self {
+        Self::AccountData(callback)
+    }
+}
+
+impl From<SsoMappingCallback> for Hook {
+    fn from(callback: SsoMappingCallback) -> Self {
+        Self::SsoMapping(callback)
+    }
+}
+
+impl From<PresenceCallback> for Hook {
+    fn from(callback: PresenceCallback) -> Self {
+        Self::Presence(callback)
+    }
+}
+
+/// Records a call's outcome (`pass` when the plugin let the action through)
+/// and, for a fault, logs it and keeps it as the plugin's last error.
+pub(crate) fn record<T>(
+    plugin: &Plugin,
+    hook: Hook,
+    started: Instant,
+    answer: &Result<T, Fault>,
+    pass: bool,
+) {
+    let outcome = match answer {
+        Ok(_) if pass => Outcome::Pass,
+        Ok(_) => Outcome::Refuse,
+        Err(fault) => Outcome::Fault(*fault),
+    };
+    plugin.stats.record(hook, outcome, started.elapsed());
+    if let Err(fault) = answer {
+        plugin
+            .stats
+            .record_error(format!("{}: {}", hook_name(hook), fault.as_str()));
+        tracing::warn!(plugin = &*plugin.name, hook = hook_name(hook), fault = fault.as_str(), on_error = ?plugin.on_error, "plugin failed");
+    }
 }
 
 impl From<Callback> for Hook {
@@ -79,6 +146,12 @@ pub fn hook_name(hook: Hook) -> String {
         Hook::Spam(callback) => callback_name(callback),
         Hook::CheckAuth => "check_auth".to_owned(),
         Hook::Auth(callback) => snake_case(&format!("{callback:?}")),
+        // Synapse spells these out: `check_threepid_can_be_invited`.
+        Hook::Rules(callback) => plain_snake_case(&format!("{callback:?}")),
+        Hook::Validity(callback) => plain_snake_case(&format!("{callback:?}")),
+        Hook::AccountData(callback) => plain_snake_case(&format!("{callback:?}")),
+        Hook::Presence(callback) => plain_snake_case(&format!("{callback:?}")),
+        Hook::SsoMapping(callback) => plain_snake_case(&format!("{callback:?}")),
     }
 }
 
@@ -95,6 +168,11 @@ pub fn callback_name(callback: Callback) -> String {
 
 /// `check_3pid_auth` from `CheckThreepidAuth`.
 fn snake_case(debug: &str) -> String {
+    plain_snake_case(debug).replace("threepid", "3pid")
+}
+
+/// `on_new_event` from `OnNewEvent` (or `RulesCallback::OnNewEvent`).
+fn plain_snake_case(debug: &str) -> String {
     debug
         .rsplit("::")
         .next()
@@ -107,7 +185,6 @@ fn snake_case(debug: &str) -> String {
             name.push(c.to_ascii_lowercase());
             name
         })
-        .replace("threepid", "3pid")
 }
 
 impl PluginStats {

@@ -14,13 +14,18 @@
 //! * [`PasswordAuthProvider`]: password auth provider callbacks (login
 //!   types with their fields, `on_logged_out`, the registration callbacks).
 //!   Optional: [`PasswordAuthProvider::register`] says which are implemented.
+//! * [`ThirdPartyRules`], [`AccountValidity`], [`AccountDataCallbacks`],
+//!   [`PresenceRouter`], [`SsoMappingProvider`]: the other hook families, each with a `register`
+//!   naming what the plugin implements.
 //! * [`export_plugin!`]: exports a type implementing these traits as the
 //!   component's interfaces: `export_plugin!(MyPlugin)` for [`Plugin`] and
 //!   [`SpamChecker`], `export_plugin!(MyPlugin: PasswordAuthProvider)` (or
 //!   `: SpamChecker, PasswordAuthProvider`) to name the families it
 //!   implements.
 //!
-//! The host's imports are wrapped too: [`log`] writes to the server's log.
+//! The host's imports are wrapped too: [`log`] writes to the server's log;
+//! [`kv`], [`http`], [`queries`] and [`actions`] work when the operator
+//! granted them.
 //!
 //! # Example
 //!
@@ -109,12 +114,17 @@ pub mod bindings {
     });
 }
 
+pub use bindings::exports::myelin::plugin::account_data::DataCallback;
+pub use bindings::exports::myelin::plugin::account_validity::ValidityCallback;
 pub use bindings::exports::myelin::plugin::password_auth::{
     AuthCallback, AuthChecker, AuthRegistration, AuthResult, AuthenticatedUser,
 };
+pub use bindings::exports::myelin::plugin::presence_router::{InterestedUsers, PresenceState};
+pub use bindings::exports::myelin::plugin::sso_mapping::UserAttributes;
+pub use bindings::exports::myelin::plugin::third_party_rules::{EventDecision, RulesCallback};
 pub use bindings::myelin::plugin::types::{
-    Callback, Event, HostError, HttpRequest, HttpResponse, LogLevel, RegistrationVerdict,
-    Rejection, SpamVerdict, UserProfile,
+    ActionError, Callback, Event, HostError, HttpRequest, HttpResponse, LogLevel,
+    RegistrationVerdict, Rejection, SpamVerdict, UserProfile,
 };
 pub use serde_json;
 
@@ -261,6 +271,175 @@ pub trait PasswordAuthProvider {
     }
 }
 
+/// Third-party event rules, with Synapse's semantics (see
+/// `third-party-rules` in the WIT). [`register`](Self::register) lists the
+/// callbacks the plugin implements; only those are called. Every method has
+/// a default.
+pub trait ThirdPartyRules {
+    /// Called once after [`Plugin::init`].
+    fn register() -> Vec<RulesCallback> {
+        Vec::new()
+    }
+
+    /// A new event, before it is signed and stored: allow it, deny it, or
+    /// allow it with another content ([`EventDecision::replace_content`]).
+    fn check_event_allowed(_event: &Event) -> EventDecision {
+        EventDecision::Allow
+    }
+
+    /// A room creation (`request` is the `createRoom` body as JSON):
+    /// `Ok(None)` leaves it, `Ok(Some(json))` replaces it, `Err` refuses.
+    fn on_create_room(
+        _requester: &str,
+        _request: &str,
+        _is_requester_admin: bool,
+    ) -> Result<Option<String>, Rejection> {
+        Ok(None)
+    }
+
+    fn check_threepid_can_be_invited(_medium: &str, _address: &str, _room_id: &str) -> bool {
+        true
+    }
+
+    /// `new_visibility` is `public` or `private`.
+    fn check_visibility_can_be_modified(_room_id: &str, _new_visibility: &str) -> bool {
+        true
+    }
+
+    /// An event, after it is stored; runs in the background.
+    fn on_new_event(_event: &Event) {}
+
+    fn check_can_shutdown_room(_user_id: Option<&str>, _room_id: &str) -> bool {
+        true
+    }
+
+    fn check_can_deactivate_user(_user_id: &str, _by_admin: bool) -> bool {
+        true
+    }
+
+    fn on_profile_update(
+        _user_id: &str,
+        _profile: &UserProfile,
+        _by_admin: bool,
+        _deactivation: bool,
+    ) {
+    }
+
+    fn on_user_deactivation_status_changed(_user_id: &str, _deactivated: bool, _by_admin: bool) {}
+
+    fn on_threepid_bind(_user_id: &str, _medium: &str, _address: &str) {}
+
+    fn on_add_user_third_party_identifier(_user_id: &str, _medium: &str, _address: &str) {}
+
+    fn on_remove_user_third_party_identifier(_user_id: &str, _medium: &str, _address: &str) {}
+}
+
+/// Account validity callbacks (see `account-validity` in the WIT).
+pub trait AccountValidity {
+    /// Called once after [`Plugin::init`].
+    fn register() -> Vec<ValidityCallback> {
+        Vec::new()
+    }
+
+    /// `Some(true)` refuses the user's requests as expired; `None` leaves
+    /// the answer to the next plugin.
+    fn is_user_expired(_user_id: &str) -> Option<bool> {
+        None
+    }
+
+    fn on_user_registration(_user_id: &str) {}
+
+    fn on_user_login(
+        _user_id: &str,
+        _auth_provider_type: Option<&str>,
+        _auth_provider_id: Option<&str>,
+    ) {
+    }
+}
+
+/// Account data callbacks (see `account-data` in the WIT).
+pub trait AccountDataCallbacks {
+    /// Called once after [`Plugin::init`].
+    fn register() -> Vec<DataCallback> {
+        Vec::new()
+    }
+
+    /// After a local user's account data changed (`room_id` is `None` for
+    /// global data; `content` is JSON).
+    fn on_account_data_updated(
+        _user_id: &str,
+        _room_id: Option<&str>,
+        _data_type: &str,
+        _content: &str,
+    ) {
+    }
+}
+
+/// A presence router (see `presence-router` in the WIT): both callbacks,
+/// or none.
+pub trait PresenceRouter {
+    /// Whether this plugin routes presence.
+    fn register() -> bool {
+        false
+    }
+
+    /// Which local users should receive which of these updates, besides
+    /// those who share a room with them.
+    fn get_users_for_states(_states: &[PresenceState]) -> Vec<(String, Vec<PresenceState>)> {
+        Vec::new()
+    }
+
+    /// Whose presence `user_id` receives besides their room-mates'.
+    fn get_interested_users(_user_id: &str) -> InterestedUsers {
+        InterestedUsers::Users(Vec::new())
+    }
+}
+
+/// An SSO mapping provider (see `sso-mapping` in the WIT), named by an
+/// OIDC provider's `user_mapping_provider.module`. `userinfo` is the
+/// identity provider's claims and `token` its token response, both JSON.
+pub trait SsoMappingProvider {
+    /// Whether this plugin maps SSO users.
+    fn register() -> bool {
+        false
+    }
+
+    /// The user's stable ID at the identity provider.
+    fn get_remote_user_id(_userinfo: &str) -> Result<String, String> {
+        Err("this plugin does not map SSO users".to_owned())
+    }
+
+    /// A first-time user; called again with `failures` one higher while
+    /// the localpart is taken. `Err` fails the login with the message.
+    fn map_user_attributes(
+        _userinfo: &str,
+        _token: &str,
+        _failures: u32,
+    ) -> Result<UserAttributes, String> {
+        Err("this plugin does not map SSO users".to_owned())
+    }
+
+    /// Extra fields (a JSON object) for the client's login response.
+    fn get_extra_attributes(_userinfo: &str, _token: &str) -> String {
+        "{}".to_owned()
+    }
+}
+
+impl EventDecision {
+    /// Allows `event` with `content` (a JSON object) instead of its own.
+    pub fn replace_content(event: &Event, content: &serde_json::Value) -> Self {
+        Self::Replace(Event {
+            content: content.to_string(),
+            ..event.clone()
+        })
+    }
+
+    /// Refuses the event with `M_FORBIDDEN` and this message.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::Deny(Rejection::new("M_FORBIDDEN", message))
+    }
+}
+
 /// The value of a login field [`PasswordAuthProvider::check_auth`] got.
 pub fn login_field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
     fields
@@ -291,12 +470,14 @@ impl AuthResult {
 
 /// Exports a type as this component's interfaces. Use it once, in a
 /// `cdylib` crate, naming the hook families the type implements besides
-/// [`Plugin`] (every type must implement that):
+/// [`Plugin`] (every type must implement that): [`SpamChecker`],
+/// [`PasswordAuthProvider`], [`ThirdPartyRules`], [`AccountValidity`],
+/// [`AccountDataCallbacks`], [`PresenceRouter`], [`SsoMappingProvider`].
 ///
 /// ```ignore
 /// myelin_sdk::export_plugin!(MyPlugin); // SpamChecker
 /// myelin_sdk::export_plugin!(MyAuth: PasswordAuthProvider);
-/// myelin_sdk::export_plugin!(Both: SpamChecker, PasswordAuthProvider);
+/// myelin_sdk::export_plugin!(Both: SpamChecker, ThirdPartyRules);
 /// ```
 ///
 /// The families not named answer with their defaults (and, since `init` /
@@ -310,30 +491,35 @@ macro_rules! export_plugin {
         const _: () = {
             type MyelinPluginExport = $crate::__private::Adapter<
                 $ty,
-                $crate::__pick_spam!($ty; $($family),+),
-                $crate::__pick_auth!($ty; $($family),+),
+                $crate::__pick!(SpamChecker, $ty; $($family),+),
+                $crate::__pick!(PasswordAuthProvider, $ty; $($family),+),
+                $crate::__pick!(ThirdPartyRules, $ty; $($family),+),
+                $crate::__pick!(AccountValidity, $ty; $($family),+),
+                $crate::__pick!(AccountDataCallbacks, $ty; $($family),+),
+                $crate::__pick!(PresenceRouter, $ty; $($family),+),
+                $crate::__pick!(SsoMappingProvider, $ty; $($family),+),
             >;
     $crate::bindings::export_world!(MyelinPluginExport with_types_in $crate::bindings);
         };
     };
 }
 
-/// `$ty` if `SpamChecker` is in the list, else the no-op implementation.
+/// `$ty` if the family is in the list, else the no-op implementation
+/// ([`__private::Defaults`]). A name that is no family is a compile error.
 #[doc(hidden)]
 #[macro_export]
-macro_rules! __pick_spam {
-    ($ty:ty;) => { $crate::__private::Defaults };
-    ($ty:ty; SpamChecker $(, $rest:ident)*) => { $ty };
-    ($ty:ty; $other:ident $(, $rest:ident)*) => { $crate::__pick_spam!($ty; $($rest),*) };
-}
-
-/// `$ty` if `PasswordAuthProvider` is in the list, else the no-op one.
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __pick_auth {
-    ($ty:ty;) => { $crate::__private::Defaults };
-    ($ty:ty; PasswordAuthProvider $(, $rest:ident)*) => { $ty };
-    ($ty:ty; $other:ident $(, $rest:ident)*) => { $crate::__pick_auth!($ty; $($rest),*) };
+macro_rules! __pick {
+    ($family:ident, $ty:ty;) => { $crate::__private::Defaults };
+    (SpamChecker, $ty:ty; SpamChecker $(, $rest:ident)*) => { $ty };
+    (PasswordAuthProvider, $ty:ty; PasswordAuthProvider $(, $rest:ident)*) => { $ty };
+    (ThirdPartyRules, $ty:ty; ThirdPartyRules $(, $rest:ident)*) => { $ty };
+    (AccountValidity, $ty:ty; AccountValidity $(, $rest:ident)*) => { $ty };
+    (AccountDataCallbacks, $ty:ty; AccountDataCallbacks $(, $rest:ident)*) => { $ty };
+    (PresenceRouter, $ty:ty; PresenceRouter $(, $rest:ident)*) => { $ty };
+    (SsoMappingProvider, $ty:ty; SsoMappingProvider $(, $rest:ident)*) => { $ty };
+    ($family:ident, $ty:ty; $other:ident $(, $rest:ident)*) => {
+        $crate::__pick!($family, $ty; $($rest),*)
+    };
 }
 
 /// Parses the JSON configuration [`Plugin::init`] receives into `T`, with an
@@ -448,14 +634,20 @@ pub mod log {
 #[doc(hidden)]
 pub mod __private {
     use super::*;
-    use crate::bindings::exports::myelin::plugin::{lifecycle, password_auth, spam_checker};
+    use crate::bindings::exports::myelin::plugin::{
+        account_data, account_validity, lifecycle, password_auth, presence_router, spam_checker,
+        sso_mapping, third_party_rules,
+    };
 
     pub use wit_bindgen;
 
     /// Implements the generated `Guest` traits by delegating: `lifecycle`
-    /// to `T`, `spam-checker` to `S` and `password-auth` to `A` (each `T`,
-    /// or [`Defaults`] for a family the plugin does not implement).
-    pub struct Adapter<T, S, A>(PhantomData<(T, S, A)>);
+    /// to `T`, and each hook interface to its parameter (`T`, or
+    /// [`Defaults`] for a family the plugin does not implement): `S`
+    /// spam-checker, `A` password-auth, `R` third-party-rules, `V` account
+    /// validity, `D` account data, `P` presence router, `M` SSO mapping.
+    #[allow(clippy::type_complexity)] // a marker, never built: one parameter per family
+    pub struct Adapter<T, S, A, R, V, D, P, M>(PhantomData<(T, S, A, R, V, D, P, M)>);
 
     /// The default answers of every family.
     pub struct Defaults;
@@ -464,13 +656,175 @@ pub mod __private {
 
     impl PasswordAuthProvider for Defaults {}
 
-    impl<T: Plugin, S, A> lifecycle::Guest for Adapter<T, S, A> {
+    impl ThirdPartyRules for Defaults {}
+
+    impl AccountValidity for Defaults {}
+
+    impl AccountDataCallbacks for Defaults {}
+
+    impl PresenceRouter for Defaults {}
+
+    impl SsoMappingProvider for Defaults {}
+
+    impl<T, S, A, R, V, D, P, M: SsoMappingProvider> sso_mapping::Guest
+        for Adapter<T, S, A, R, V, D, P, M>
+    {
+        fn register() -> bool {
+            M::register()
+        }
+
+        fn get_remote_user_id(userinfo: String) -> Result<String, String> {
+            M::get_remote_user_id(&userinfo)
+        }
+
+        fn map_user_attributes(
+            userinfo: String,
+            token: String,
+            failures: u32,
+        ) -> Result<UserAttributes, String> {
+            M::map_user_attributes(&userinfo, &token, failures)
+        }
+
+        fn get_extra_attributes(userinfo: String, token: String) -> String {
+            M::get_extra_attributes(&userinfo, &token)
+        }
+    }
+
+    impl<T: Plugin, S, A, R, V, D, P, M> lifecycle::Guest for Adapter<T, S, A, R, V, D, P, M> {
         fn init(config: String) -> Result<Vec<Callback>, String> {
             T::init(&config)
         }
     }
 
-    impl<T, S, A: PasswordAuthProvider> password_auth::Guest for Adapter<T, S, A> {
+    impl<T, S, A, R: ThirdPartyRules, V, D, P, M> third_party_rules::Guest
+        for Adapter<T, S, A, R, V, D, P, M>
+    {
+        fn register() -> Vec<RulesCallback> {
+            R::register()
+        }
+
+        fn check_event_allowed(event: Event) -> EventDecision {
+            R::check_event_allowed(&event)
+        }
+
+        fn on_create_room(
+            requester: String,
+            request: String,
+            is_requester_admin: bool,
+        ) -> Result<Option<String>, Rejection> {
+            R::on_create_room(&requester, &request, is_requester_admin)
+        }
+
+        fn check_threepid_can_be_invited(medium: String, address: String, room_id: String) -> bool {
+            R::check_threepid_can_be_invited(&medium, &address, &room_id)
+        }
+
+        fn check_visibility_can_be_modified(room_id: String, new_visibility: String) -> bool {
+            R::check_visibility_can_be_modified(&room_id, &new_visibility)
+        }
+
+        fn on_new_event(event: Event) {
+            R::on_new_event(&event)
+        }
+
+        fn check_can_shutdown_room(user_id: Option<String>, room_id: String) -> bool {
+            R::check_can_shutdown_room(user_id.as_deref(), &room_id)
+        }
+
+        fn check_can_deactivate_user(user_id: String, by_admin: bool) -> bool {
+            R::check_can_deactivate_user(&user_id, by_admin)
+        }
+
+        fn on_profile_update(
+            user_id: String,
+            profile: UserProfile,
+            by_admin: bool,
+            deactivation: bool,
+        ) {
+            R::on_profile_update(&user_id, &profile, by_admin, deactivation)
+        }
+
+        fn on_user_deactivation_status_changed(user_id: String, deactivated: bool, by_admin: bool) {
+            R::on_user_deactivation_status_changed(&user_id, deactivated, by_admin)
+        }
+
+        fn on_threepid_bind(user_id: String, medium: String, address: String) {
+            R::on_threepid_bind(&user_id, &medium, &address)
+        }
+
+        fn on_add_user_third_party_identifier(user_id: String, medium: String, address: String) {
+            R::on_add_user_third_party_identifier(&user_id, &medium, &address)
+        }
+
+        fn on_remove_user_third_party_identifier(user_id: String, medium: String, address: String) {
+            R::on_remove_user_third_party_identifier(&user_id, &medium, &address)
+        }
+    }
+
+    impl<T, S, A, R, V: AccountValidity, D, P, M> account_validity::Guest
+        for Adapter<T, S, A, R, V, D, P, M>
+    {
+        fn register() -> Vec<ValidityCallback> {
+            V::register()
+        }
+
+        fn is_user_expired(user_id: String) -> Option<bool> {
+            V::is_user_expired(&user_id)
+        }
+
+        fn on_user_registration(user_id: String) {
+            V::on_user_registration(&user_id)
+        }
+
+        fn on_user_login(
+            user_id: String,
+            auth_provider_type: Option<String>,
+            auth_provider_id: Option<String>,
+        ) {
+            V::on_user_login(
+                &user_id,
+                auth_provider_type.as_deref(),
+                auth_provider_id.as_deref(),
+            )
+        }
+    }
+
+    impl<T, S, A, R, V, D: AccountDataCallbacks, P, M> account_data::Guest
+        for Adapter<T, S, A, R, V, D, P, M>
+    {
+        fn register() -> Vec<DataCallback> {
+            D::register()
+        }
+
+        fn on_account_data_updated(
+            user_id: String,
+            room_id: Option<String>,
+            account_data_type: String,
+            content: String,
+        ) {
+            D::on_account_data_updated(&user_id, room_id.as_deref(), &account_data_type, &content)
+        }
+    }
+
+    impl<T, S, A, R, V, D, P: PresenceRouter, M> presence_router::Guest
+        for Adapter<T, S, A, R, V, D, P, M>
+    {
+        fn register() -> bool {
+            P::register()
+        }
+
+        fn get_users_for_states(states: Vec<PresenceState>) -> Vec<(String, Vec<PresenceState>)> {
+            P::get_users_for_states(&states)
+        }
+
+        fn get_interested_users(user_id: String) -> InterestedUsers {
+            P::get_interested_users(&user_id)
+        }
+    }
+
+    impl<T, S, A: PasswordAuthProvider, R, V, D, P, M> password_auth::Guest
+        for Adapter<T, S, A, R, V, D, P, M>
+    {
         fn register() -> AuthRegistration {
             A::register()
         }
@@ -504,7 +858,7 @@ pub mod __private {
         }
     }
 
-    impl<T, S: SpamChecker, A> spam_checker::Guest for Adapter<T, S, A> {
+    impl<T, S: SpamChecker, A, R, V, D, P, M> spam_checker::Guest for Adapter<T, S, A, R, V, D, P, M> {
         fn check_event_for_spam(event: Event) -> SpamVerdict {
             S::check_event_for_spam(&event)
         }
@@ -688,6 +1042,17 @@ pub mod queries {
         }
     }
 
+    /// A room's current state events of one type, whatever their state key.
+    pub fn room_state_events(room_id: &str, event_type: &str) -> Result<Vec<Event>, HostError> {
+        #[cfg(target_arch = "wasm32")]
+        return host::get_room_state_events(room_id, event_type);
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let _ = (room_id, event_type);
+            Err(HostError::NotGranted)
+        }
+    }
+
     /// Whether the user is joined to the room.
     pub fn is_user_in_room(user_id: &str, room_id: &str) -> Result<bool, HostError> {
         #[cfg(target_arch = "wasm32")]
@@ -707,6 +1072,112 @@ pub mod queries {
         {
             let _ = user_id;
             Err(HostError::NotGranted)
+        }
+    }
+}
+
+/// Acting on behalf of local users, with the operator's `actions` grant;
+/// otherwise [`ActionError::NotGranted`]. Every action passes the same
+/// checks as the user's own request (event auth, power levels, spam
+/// checks); a refusal carries the error the user would get. Outside
+/// WebAssembly never granted.
+pub mod actions {
+    use super::ActionError;
+
+    #[cfg(target_arch = "wasm32")]
+    use crate::bindings::myelin::plugin::host;
+
+    #[cfg(not(target_arch = "wasm32"))]
+    fn not_granted<T>() -> Result<T, ActionError> {
+        Err(ActionError::NotGranted)
+    }
+
+    /// Changes `target`'s membership of a room (`invite`, `join`, `leave`,
+    /// `ban`), sent by `sender`; `content` is extra JSON for the member
+    /// event. Returns the event's ID.
+    pub fn update_room_membership(
+        sender: &str,
+        target: &str,
+        room_id: &str,
+        membership: &str,
+        content: Option<&serde_json::Value>,
+    ) -> Result<String, ActionError> {
+        let content = content.map(|c| c.to_string());
+        #[cfg(target_arch = "wasm32")]
+        return host::update_room_membership(
+            sender,
+            target,
+            room_id,
+            membership,
+            content.as_deref(),
+        );
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let _ = (sender, target, room_id, membership, content);
+            not_granted()
+        }
+    }
+
+    /// Sends an event (a state event with `state_key`) as a local user.
+    pub fn send_event(
+        sender: &str,
+        room_id: &str,
+        event_type: &str,
+        state_key: Option<&str>,
+        content: &serde_json::Value,
+    ) -> Result<String, ActionError> {
+        #[cfg(target_arch = "wasm32")]
+        return host::send_event(sender, room_id, event_type, state_key, &content.to_string());
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let _ = (sender, room_id, event_type, state_key, content);
+            not_granted()
+        }
+    }
+
+    /// A local user's account data (global when `room_id` is `None`).
+    pub fn account_data(
+        user_id: &str,
+        room_id: Option<&str>,
+        data_type: &str,
+    ) -> Result<Option<serde_json::Value>, ActionError> {
+        #[cfg(target_arch = "wasm32")]
+        return host::get_account_data(user_id, room_id, data_type)
+            .map(|json| json.and_then(|j| serde_json::from_str(&j).ok()));
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let _ = (user_id, room_id, data_type);
+            not_granted()
+        }
+    }
+
+    /// Sets a local user's account data.
+    pub fn set_account_data(
+        user_id: &str,
+        room_id: Option<&str>,
+        data_type: &str,
+        content: &serde_json::Value,
+    ) -> Result<(), ActionError> {
+        #[cfg(target_arch = "wasm32")]
+        return host::set_account_data(user_id, room_id, data_type, &content.to_string());
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let _ = (user_id, room_id, data_type, content);
+            not_granted()
+        }
+    }
+
+    /// Sends a server notice (an `m.room.message` content) to a local user.
+    pub fn send_server_notice(
+        user_id: &str,
+        content: &serde_json::Value,
+    ) -> Result<String, ActionError> {
+        #[cfg(target_arch = "wasm32")]
+        return host::send_server_notice(user_id, &content.to_string());
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let _ = (user_id, content);
+            not_granted()
         }
     }
 }

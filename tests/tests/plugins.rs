@@ -332,6 +332,19 @@ fn bad_plugins_refuse_start_naming_the_file_and_the_problem() {
         stderr.contains("core.wasm") && stderr.contains("not a component"),
         "{stderr}"
     );
+
+    // A component built against a contract version this server does not
+    // serve: the message names both versions.
+    let stderr = refused_start(&format!(
+        "  - module: \"{}\"\n",
+        plugin_wasm("test-future-contract").display()
+    ));
+    assert!(
+        stderr.contains("test_future_contract.wasm")
+            && stderr.contains("built against myelin:plugin@0.2.0")
+            && stderr.contains("serves myelin:plugin@0.1.0"),
+        "{stderr}"
+    );
 }
 
 /// The guide's minimal plugin (`examples/minimal-spam`) works as the guide says.

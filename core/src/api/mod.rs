@@ -7,6 +7,8 @@ pub mod client;
 pub mod error;
 pub mod json;
 pub mod media;
+pub mod plugin_actions;
+pub mod plugin_hooks;
 pub mod plugins;
 pub mod ruma;
 

@@ -18,6 +18,11 @@ pub fn refusal(errcode: &str, message: &str) -> MatrixError {
     }
 }
 
+/// What the client hears when a plugin failed and its policy refuses.
+pub fn failed_plugin() -> MatrixError {
+    MatrixError::forbidden("This request was refused because a server plugin failed")
+}
+
 /// `Ok` when the plugins allow the action.
 pub fn check(verdict: Verdict) -> ApiResult<()> {
     match verdict {
@@ -128,6 +133,20 @@ impl myelin_plugin_api::QueryBackend for crate::storage::Storage {
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(stored.map(|e| event(&e.pdu)))
+        })
+    }
+
+    fn room_state_events<'a>(
+        &'a self,
+        room_id: &'a str,
+        event_type: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<Event>, String>> {
+        Box::pin(async move {
+            let stored = self
+                .current_state_of_type(room_id, event_type)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(stored.iter().map(|e| event(&e.pdu)).collect())
         })
     }
 

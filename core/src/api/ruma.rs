@@ -62,6 +62,8 @@ pub struct Ruma<T> {
     pub session: Option<Session>,
     pub client_ip: Option<IpAddr>,
     pub user_agent: Option<String>,
+    /// The body as sent, for plugins that see requests as JSON.
+    pub raw_body: Bytes,
 }
 
 impl<T> Ruma<T> {
@@ -104,6 +106,9 @@ where
 
         let session = if <T::Authentication as TokenRequirement>::ACCEPTED {
             match access_token(&parts) {
+                Some(token) if super::plugin_hooks::allowed_when_expired(parts.uri.path()) => {
+                    Some(authenticate_token(state, token).await?)
+                }
                 Some(token) => Some(authenticate(state, token).await?),
                 None if <T::Authentication as TokenRequirement>::REQUIRED => {
                     return Err(missing_token());
@@ -114,8 +119,8 @@ where
             None
         };
 
-        let body = read_body(&parts, body, MAX_JSON_BODY).await?;
-        let request = http::Request::from_parts(parts, body);
+        let raw_body = read_body(&parts, body, MAX_JSON_BODY).await?;
+        let request = http::Request::from_parts(parts, raw_body.clone());
         let body = T::try_from_http_request(request.clone(), &path_args).map_err(|err| {
             match malformed_user_id(request.body()) {
                 Some(problem) => MatrixError::invalid_param(problem),
@@ -127,6 +132,7 @@ where
             session,
             client_ip,
             user_agent,
+            raw_body,
         })
     }
 }
@@ -166,8 +172,17 @@ pub fn missing_token() -> MatrixError {
     )
 }
 
-/// The session of an access token, or the Matrix error for a bad one.
+/// The session of an access token, or the Matrix error for a bad one (or
+/// for an account a plugin says has expired: `is_user_expired`).
 pub async fn authenticate(state: &AppState, token: &str) -> Result<Session, MatrixError> {
+    let session = authenticate_token(state, token).await?;
+    super::plugin_hooks::refuse_expired(state, &session).await?;
+    Ok(session)
+}
+
+/// The session of an access token, whether or not the account expired
+/// (logout works for expired accounts).
+pub async fn authenticate_token(state: &AppState, token: &str) -> Result<Session, MatrixError> {
     state
         .tokens
         .authenticate(&state.storage, token)

@@ -11,9 +11,10 @@
 use std::{
     collections::HashMap,
     future::Future,
+    path::Path,
     pin::Pin,
     sync::Arc,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use openidconnect::{
@@ -37,8 +38,18 @@ use serde_json::{Map, Value};
 use super::sso_mapping::MappingProvider;
 use crate::config::oidc::{ClientAuthMethod, OidcProviderConfig, PkceMethod};
 
+pub use self::pages::Pages;
+
 /// How long a started login may take at the identity provider.
 const SESSION_LIFETIME: Duration = Duration::from_secs(10 * 60);
+/// How long the username picker waits (Synapse's 15 minutes).
+pub const USERNAME_SESSION_LIFETIME: Duration = Duration::from_secs(15 * 60);
+/// The lifetime of a signed-JWT client secret (Synapse: an hour) and of an
+/// RFC 7523 client assertion.
+const CLIENT_SECRET_JWT_LIFETIME: u64 = 60 * 60;
+const CLIENT_ASSERTION_LIFETIME: u64 = 5 * 60;
+/// Back-channel logout's event type.
+const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
 /// Synapse's `login_via_existing_session.token_timeout` default.
 const LOGIN_TOKEN_LIFETIME: Duration = Duration::from_secs(2 * 60);
 /// Outbound requests to the identity provider.
@@ -79,6 +90,9 @@ type Client = CoreClient<
 struct Discovered {
     client: Client,
     pkce: bool,
+    /// Fetched again for each back-channel logout token, so that a key the
+    /// provider rotated in is found.
+    jwks_uri: String,
 }
 
 /// The HTTP client `openidconnect` calls through. The issuer is the
@@ -97,6 +111,13 @@ impl IdpHttp {
                 .build()
                 .expect("a client with these options builds"),
         )
+    }
+}
+
+impl IdpHttp {
+    /// The client itself, for the provider's other URLs (users' pictures).
+    pub fn client(&self) -> &reqwest::Client {
+        &self.0
     }
 }
 
@@ -131,13 +152,41 @@ pub struct SsoSession {
 pub struct RemoteUser {
     /// The claims the templates see (ID token or userinfo, as Synapse).
     pub claims: Map<String, Value>,
+    /// The token response, for mapping plugins (`access_token`,
+    /// `token_type`, `id_token`), as Synapse hands modules the token.
+    pub token: Value,
+    /// The ID token's `sid`: the provider's session, which back-channel
+    /// logout names.
+    pub session_id: Option<String>,
+}
+
+/// `client_secret_jwt_key`, ready to sign.
+struct JwtSigner {
+    header: jsonwebtoken::Header,
+    key: jsonwebtoken::EncodingKey,
+    payload: Map<String, Value>,
+}
+
+/// What a back-channel logout token asks to end.
+#[derive(Debug)]
+pub struct LogoutRequest {
+    pub sid: Option<String>,
+    pub sub: Option<String>,
+}
+
+/// Who maps a provider's users: the built-in templates, or a plugin (by
+/// name) implementing `sso-mapping`.
+pub enum Mapper {
+    Templates(Box<MappingProvider>),
+    Plugin(String),
 }
 
 pub struct OidcProvider {
     pub config: OidcProviderConfig,
     pub id: String,
-    pub mapper: MappingProvider,
+    pub mapper: Mapper,
     secret: Option<String>,
+    jwt_signer: Option<JwtSigner>,
     redirect_uri: String,
     discovered: tokio::sync::Mutex<Option<Arc<Discovered>>>,
 }
@@ -204,6 +253,7 @@ impl OidcProvider {
                 .as_ref()
                 .is_some_and(|methods| methods.iter().any(|m| m == "S256")),
         };
+        let jwks_uri = metadata.jwks_uri().url().to_string();
         let client = CoreClient::from_provider_metadata(
             metadata,
             ClientId::new(config.client_id.clone()),
@@ -212,9 +262,15 @@ impl OidcProvider {
         .set_redirect_uri(RedirectUrl::new(self.redirect_uri.clone()).map_err(url_error)?)
         .set_auth_type(match config.client_auth_method {
             ClientAuthMethod::ClientSecretBasic => AuthType::BasicAuth,
-            ClientAuthMethod::ClientSecretPost | ClientAuthMethod::None => AuthType::RequestBody,
+            ClientAuthMethod::ClientSecretPost
+            | ClientAuthMethod::None
+            | ClientAuthMethod::PrivateKeyJwt => AuthType::RequestBody,
         });
-        Ok(Discovered { client, pkce })
+        Ok(Discovered {
+            client,
+            pkce,
+            jwks_uri,
+        })
     }
 
     /// The provider's authorization URL for a new login, and its session.
@@ -262,19 +318,50 @@ impl OidcProvider {
         code: &str,
     ) -> Result<RemoteUser, String> {
         let discovered = self.discovered(http).await?;
-        let client = &discovered.client;
+        // A signed-JWT client secret is made for each request (it expires).
+        let with_jwt_secret;
+        let client = match (&self.jwt_signer, self.config.client_auth_method) {
+            (
+                Some(signer),
+                ClientAuthMethod::ClientSecretBasic | ClientAuthMethod::ClientSecretPost,
+            ) => {
+                with_jwt_secret = discovered
+                    .client
+                    .clone()
+                    .set_client_secret(ClientSecret::new(self.client_secret_jwt(signer)?));
+                &with_jwt_secret
+            }
+            _ => &discovered.client,
+        };
         let mut exchange = client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
             .map_err(|e| format!("no token endpoint: {e}"))?;
         if let Some(verifier) = &session.pkce_verifier {
             exchange = exchange.set_pkce_verifier(PkceCodeVerifier::new(verifier.clone()));
         }
+        if let (Some(signer), ClientAuthMethod::PrivateKeyJwt) =
+            (&self.jwt_signer, self.config.client_auth_method)
+        {
+            let audience = client
+                .token_uri()
+                .map(|url| url.as_str().to_owned())
+                .unwrap_or_default();
+            exchange = exchange
+                .add_extra_param(
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                )
+                .add_extra_param(
+                    "client_assertion",
+                    self.client_assertion(signer, &audience)?,
+                );
+        }
         let token = exchange
             .request_async(http)
             .await
             .map_err(|e| format!("the token exchange failed: {}", error_chain(&e)))?;
 
-        let id_claims = match token.id_token() {
+        let id_claims: Option<Map<String, Value>> = match token.id_token() {
             Some(id_token) => {
                 id_token
                     .claims(
@@ -289,6 +376,11 @@ impl OidcProvider {
             }
             None => None,
         };
+        let session_id = id_claims
+            .as_ref()
+            .and_then(|c| c.get("sid"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         let claims = if self.config.uses_userinfo() {
             let userinfo = self.userinfo(http, client, token.access_token()).await?;
             let id_subject = id_claims.as_ref().and_then(|c| c.get("sub"));
@@ -299,7 +391,138 @@ impl OidcProvider {
         } else {
             id_claims.unwrap_or_default()
         };
-        Ok(RemoteUser { claims })
+        let token = serde_json::json!({
+            "access_token": token.access_token().secret(),
+            "token_type": "Bearer",
+            "id_token": token.id_token().map(|t| t.to_string()),
+        });
+        Ok(RemoteUser {
+            claims,
+            token,
+            session_id,
+        })
+    }
+
+    /// Synapse's `client_secret_jwt_key` secret: `sub` the client, `aud`
+    /// the issuer, an hour long, with `jwt_payload` over that.
+    fn client_secret_jwt(&self, signer: &JwtSigner) -> Result<String, String> {
+        let now = unix_now();
+        let mut claims = Map::new();
+        claims.insert("sub".into(), self.config.client_id.clone().into());
+        claims.insert("aud".into(), self.config.issuer.clone().into());
+        claims.insert("iat".into(), now.into());
+        claims.insert("exp".into(), (now + CLIENT_SECRET_JWT_LIFETIME).into());
+        claims.extend(signer.payload.clone());
+        jsonwebtoken::encode(&signer.header, &claims, &signer.key)
+            .map_err(|e| format!("signing the client secret JWT failed: {e}"))
+    }
+
+    /// An RFC 7523 client assertion: `iss` and `sub` the client, `aud` the
+    /// token endpoint, single use (`jti`), with `jwt_payload` over that.
+    fn client_assertion(&self, signer: &JwtSigner, audience: &str) -> Result<String, String> {
+        let now = unix_now();
+        let mut claims = Map::new();
+        claims.insert("iss".into(), self.config.client_id.clone().into());
+        claims.insert("sub".into(), self.config.client_id.clone().into());
+        claims.insert("aud".into(), audience.into());
+        claims.insert("jti".into(), random_token(32).into());
+        claims.insert("iat".into(), now.into());
+        claims.insert("exp".into(), (now + CLIENT_ASSERTION_LIFETIME).into());
+        claims.extend(signer.payload.clone());
+        jsonwebtoken::encode(&signer.header, &claims, &signer.key)
+            .map_err(|e| format!("signing the client assertion failed: {e}"))
+    }
+
+    /// Checks a back-channel logout token as OpenID Connect Back-Channel
+    /// Logout 1.0 (section 2.6) asks: signed with a key of the provider's
+    /// JWKS, this provider's issuer, this client the audience, `iat`, the
+    /// logout event, no `nonce`, and a `sid` or a `sub`.
+    pub async fn verify_logout_token(
+        &self,
+        http: &IdpHttp,
+        token: &str,
+    ) -> Result<LogoutRequest, String> {
+        use jsonwebtoken::{DecodingKey, Validation, jwk::JwkSet};
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| format!("the logout token is not a JWT: {e}"))?;
+        if matches!(
+            header.alg,
+            jsonwebtoken::Algorithm::HS256
+                | jsonwebtoken::Algorithm::HS384
+                | jsonwebtoken::Algorithm::HS512
+        ) {
+            return Err("the logout token is not signed with the provider's keys".to_owned());
+        }
+        let discovered = self.discovered(http).await?;
+        let jwks: JwkSet = http
+            .0
+            .get(&discovered.jwks_uri)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| format!("fetching the JWKS failed: {}", error_chain(&e)))?
+            .json()
+            .await
+            .map_err(|e| format!("the JWKS is not a JWK set: {e}"))?;
+        let candidates: Vec<_> = jwks
+            .keys
+            .iter()
+            .filter(|jwk| match (&header.kid, &jwk.common.key_id) {
+                (Some(wanted), Some(kid)) => wanted == kid,
+                (Some(_), None) => false,
+                (None, _) => true,
+            })
+            .collect();
+        if candidates.is_empty() {
+            return Err("no key of the provider's JWKS matches the logout token".to_owned());
+        }
+        let mut validation = Validation::new(header.alg);
+        validation.set_audience(&[&self.config.client_id]);
+        validation.set_issuer(&[&self.config.issuer]);
+        validation.required_spec_claims = ["iss", "aud"].iter().map(|c| c.to_string()).collect();
+        let mut last_error = String::new();
+        let mut claims = None;
+        for jwk in candidates {
+            let Ok(key) = DecodingKey::from_jwk(jwk) else {
+                continue;
+            };
+            match jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation) {
+                Ok(data) => {
+                    claims = Some(data.claims);
+                    break;
+                }
+                Err(e) => last_error = e.to_string(),
+            }
+        }
+        let claims =
+            claims.ok_or_else(|| format!("the logout token is not valid: {last_error}"))?;
+        if !claims.get("iat").is_some_and(Value::is_number) {
+            return Err("the logout token has no `iat`".to_owned());
+        }
+        let has_event = claims
+            .get("events")
+            .and_then(Value::as_object)
+            .and_then(|events| events.get(BACKCHANNEL_LOGOUT_EVENT))
+            .is_some_and(Value::is_object);
+        if !has_event {
+            return Err("the logout token has no back-channel logout event".to_owned());
+        }
+        if claims.contains_key("nonce") {
+            return Err("the logout token has a `nonce`".to_owned());
+        }
+        let text = |name: &str| match claims.get(name) {
+            None => Ok(None),
+            Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
+            Some(_) => Err(format!("the logout token's `{name}` is not a string")),
+        };
+        let request = LogoutRequest {
+            sid: text("sid")?,
+            sub: text("sub")?,
+        };
+        if request.sid.is_none() && request.sub.is_none() {
+            return Err("the logout token has neither `sid` nor `sub`".to_owned());
+        }
+        Ok(request)
     }
 
     /// The userinfo endpoint's claims, as JSON (signed userinfo responses
@@ -348,6 +571,12 @@ fn asymmetric_algorithms() -> Vec<CoreJwsSigningAlgorithm> {
     ]
 }
 
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// The claims of a JWT whose signature has been checked.
 fn jwt_payload(jwt: &str) -> Result<Map<String, Value>, String> {
     use base64::Engine;
@@ -370,7 +599,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-fn random_token(len: usize) -> String {
+pub fn random_token(len: usize) -> String {
     rand::thread_rng()
         .sample_iter(&Alphanumeric)
         .take(len)
@@ -378,10 +607,78 @@ fn random_token(len: usize) -> String {
         .collect()
 }
 
+/// The provider session a login went through, for back-channel logout.
+#[derive(Debug, Clone)]
+pub struct ProviderSession {
+    pub idp_id: String,
+    pub session_id: String,
+}
+
 /// A `loginToken` handed to the client: single use, short-lived.
 struct LoginToken {
     user_id: String,
+    sso: SsoLogin,
     expires: Instant,
+}
+
+/// How a single sign-on went, kept with its `loginToken` for the login
+/// that redeems it.
+#[derive(Debug, Clone, Default)]
+pub struct SsoLogin {
+    /// The identity provider (`on_user_login`'s `auth_provider_id`).
+    pub idp_id: String,
+    /// The provider's session, when its ID token named one.
+    pub provider_session: Option<ProviderSession>,
+    /// A mapping plugin's extra fields for the login response.
+    pub extra_attributes: Map<String, Value>,
+}
+
+/// What a redeemed `loginToken` stands for.
+pub struct RedeemedLogin {
+    pub user_id: String,
+    pub sso: SsoLogin,
+}
+
+/// A new user choosing their username (Synapse's `UsernameMappingSession`):
+/// what the provider said about them, kept until they submit the form.
+#[derive(Debug, Clone)]
+pub struct UsernameSession {
+    pub idp_id: String,
+    pub remote_user_id: String,
+    pub display_name: Option<String>,
+    pub emails: Vec<String>,
+    pub picture: Option<String>,
+    /// The localpart the mapping suggests, if any (`confirm_localpart`).
+    pub localpart: Option<String>,
+    pub client_redirect_url: String,
+    pub provider_session_id: Option<String>,
+    started: Instant,
+}
+
+impl UsernameSession {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        idp_id: String,
+        remote_user_id: String,
+        display_name: Option<String>,
+        emails: Vec<String>,
+        picture: Option<String>,
+        localpart: Option<String>,
+        client_redirect_url: String,
+        provider_session_id: Option<String>,
+    ) -> Self {
+        Self {
+            idp_id,
+            remote_user_id,
+            display_name,
+            emails,
+            picture,
+            localpart,
+            client_redirect_url,
+            provider_session_id,
+            started: Instant::now(),
+        }
+    }
 }
 
 /// The configured providers, the logins in progress and the hand-back
@@ -389,13 +686,21 @@ struct LoginToken {
 pub struct Oidc {
     pub providers: Vec<OidcProvider>,
     pub http: IdpHttp,
+    pub pages: Pages,
     sessions: Mutex<HashMap<String, SsoSession>>,
+    username_sessions: Mutex<HashMap<String, UsernameSession>>,
     login_tokens: Mutex<HashMap<String, LoginToken>>,
 }
 
 impl Oidc {
-    /// `public_baseurl` is where the provider sends the browser back.
-    pub fn new(providers: &[OidcProviderConfig], public_baseurl: &str) -> anyhow::Result<Self> {
+    /// `public_baseurl` is where the provider sends the browser back;
+    /// `template_dir` (`templates.custom_template_directory`) may override
+    /// the pages.
+    pub fn new(
+        providers: &[OidcProviderConfig],
+        public_baseurl: &str,
+        template_dir: Option<&Path>,
+    ) -> anyhow::Result<Self> {
         let redirect_uri = format!(
             "{}/_synapse/client/oidc/callback",
             public_baseurl.trim_end_matches('/')
@@ -403,11 +708,33 @@ impl Oidc {
         let providers = providers
             .iter()
             .map(|config| {
+                let jwt_signer = match &config.client_secret_jwt_key {
+                    Some(jwt_key) => {
+                        let (_, key) = jwt_key.signing_key().map_err(anyhow::Error::msg)?;
+                        let header =
+                            serde_json::from_value(Value::Object(jwt_key.jwt_header.clone()))
+                                .map_err(|e| {
+                                    anyhow::anyhow!("client_secret_jwt_key.jwt_header: {e}")
+                                })?;
+                        Some(JwtSigner {
+                            header,
+                            key,
+                            payload: jwt_key.jwt_payload.clone(),
+                        })
+                    }
+                    None => None,
+                };
                 Ok(OidcProvider {
                     id: config.id(),
-                    mapper: MappingProvider::new(&config.user_mapping_provider.config)
-                        .map_err(anyhow::Error::msg)?,
+                    mapper: match config.user_mapping_provider.plugin() {
+                        Some(plugin) => Mapper::Plugin(plugin.to_owned()),
+                        None => Mapper::Templates(Box::new(
+                            MappingProvider::new(&config.user_mapping_provider.config)
+                                .map_err(anyhow::Error::msg)?,
+                        )),
+                    },
                     secret: config.secret()?,
+                    jwt_signer,
                     redirect_uri: redirect_uri.clone(),
                     config: config.clone(),
                     discovered: tokio::sync::Mutex::new(None),
@@ -417,7 +744,9 @@ impl Oidc {
         Ok(Self {
             providers,
             http: IdpHttp::new(),
+            pages: Pages::load(template_dir)?,
             sessions: Mutex::new(HashMap::new()),
+            username_sessions: Mutex::new(HashMap::new()),
             login_tokens: Mutex::new(HashMap::new()),
         })
     }
@@ -451,8 +780,39 @@ impl Oidc {
         sessions.remove(key)
     }
 
-    /// A new `loginToken` for `user_id`.
-    pub fn issue_login_token(&self, user_id: &str) -> String {
+    /// Keeps a username-picker session; the key goes in its cookie.
+    pub fn keep_username_session(&self, session: UsernameSession) -> String {
+        let key = random_token(32);
+        self.put_back_username_session(&key, session);
+        key
+    }
+
+    /// Keeps a session again under its key (after a refused username).
+    pub fn put_back_username_session(&self, key: &str, session: UsernameSession) {
+        let mut sessions = self.username_sessions.lock();
+        sessions.retain(|_, s| s.started.elapsed() < USERNAME_SESSION_LIFETIME);
+        sessions.insert(key.to_owned(), session);
+    }
+
+    /// The live username-picker session under `key`.
+    pub fn username_session(&self, key: &str) -> Option<UsernameSession> {
+        let sessions = self.username_sessions.lock();
+        sessions
+            .get(key)
+            .filter(|s| s.started.elapsed() < USERNAME_SESSION_LIFETIME)
+            .cloned()
+    }
+
+    /// Takes the session out while its username is registered, so that a
+    /// second submission cannot register another user for it.
+    pub fn take_username_session(&self, key: &str) -> Option<UsernameSession> {
+        let session = self.username_sessions.lock().remove(key)?;
+        (session.started.elapsed() < USERNAME_SESSION_LIFETIME).then_some(session)
+    }
+
+    /// A new `loginToken` for `user_id`, remembering how the single sign-on
+    /// went.
+    pub fn issue_login_token(&self, user_id: &str, sso: SsoLogin) -> String {
         let token = random_token(32);
         let mut tokens = self.login_tokens.lock();
         tokens.retain(|_, t| t.expires > Instant::now());
@@ -460,16 +820,39 @@ impl Oidc {
             token.clone(),
             LoginToken {
                 user_id: user_id.to_owned(),
+                sso,
                 expires: Instant::now() + LOGIN_TOKEN_LIFETIME,
             },
         );
         token
     }
 
-    /// The user a `loginToken` names; each token works once.
-    pub fn redeem_login_token(&self, token: &str) -> Option<String> {
+    /// The login a `loginToken` stands for; each token works once.
+    pub fn redeem_login_token(&self, token: &str) -> Option<RedeemedLogin> {
         let login = self.login_tokens.lock().remove(token)?;
-        (login.expires > Instant::now()).then_some(login.user_id)
+        (login.expires > Instant::now()).then_some(RedeemedLogin {
+            user_id: login.user_id,
+            sso: login.sso,
+        })
+    }
+
+    /// Drops the unused `loginToken`s of a provider session that logged
+    /// out (of `user_id` only, when given).
+    pub fn forget_login_tokens(
+        &self,
+        idp_id: &str,
+        session_id: Option<&str>,
+        user_id: Option<&str>,
+    ) {
+        self.login_tokens.lock().retain(|_, t| {
+            let Some(session) = &t.sso.provider_session else {
+                return true;
+            };
+            let matches = session.idp_id == idp_id
+                && session_id.is_none_or(|sid| session.session_id == sid)
+                && user_id.is_none_or(|user| t.user_id == user);
+            !matches
+        });
     }
 }
 
@@ -484,4 +867,75 @@ pub fn meets_requirements(config: &OidcProviderConfig, claims: &Map<String, Valu
             None => false,
         }
     })
+}
+
+/// The SSO pages: Synapse's template names, each read from
+/// `templates.custom_template_directory` when the operator put a file of
+/// that name there, else built in. Read and compiled at start, so a broken
+/// template stops the server with its name rather than failing a login.
+mod pages {
+    use std::path::Path;
+
+    use minijinja::Environment;
+
+    /// Synapse's names, with the built-in pages.
+    const BUILT_IN: [(&str, &str); 5] = [
+        (
+            "sso_error.html",
+            include_str!("../../templates/sso/sso_error.html"),
+        ),
+        (
+            "sso_redirect_confirm.html",
+            include_str!("../../templates/sso/sso_redirect_confirm.html"),
+        ),
+        (
+            "sso_login_idp_picker.html",
+            include_str!("../../templates/sso/sso_login_idp_picker.html"),
+        ),
+        (
+            "sso_auth_account_details.html",
+            include_str!("../../templates/sso/sso_auth_account_details.html"),
+        ),
+        (
+            "sso_account_deactivated.html",
+            include_str!("../../templates/sso/sso_account_deactivated.html"),
+        ),
+    ];
+
+    pub struct Pages {
+        env: Environment<'static>,
+    }
+
+    impl Pages {
+        pub fn load(custom_dir: Option<&Path>) -> anyhow::Result<Self> {
+            let mut env = Environment::new();
+            for (name, built_in) in BUILT_IN {
+                let custom = custom_dir.map(|dir| dir.join(name)).filter(|p| p.is_file());
+                match custom {
+                    Some(path) => {
+                        let source = std::fs::read_to_string(&path).map_err(|e| {
+                            anyhow::anyhow!("templates: cannot read {}: {e}", path.display())
+                        })?;
+                        env.add_template_owned(name, source).map_err(|e| {
+                            anyhow::anyhow!("templates: {} does not parse: {e}", path.display())
+                        })?;
+                        tracing::info!(template = %path.display(), "using a custom SSO page");
+                    }
+                    None => env
+                        .add_template(name, built_in)
+                        .map_err(|e| anyhow::anyhow!("the built-in {name} does not parse: {e}"))?,
+                }
+            }
+            Ok(Self { env })
+        }
+
+        /// The page as HTML (the `.html` names escape what they insert).
+        pub fn render(
+            &self,
+            name: &str,
+            ctx: minijinja::Value,
+        ) -> Result<String, minijinja::Error> {
+            self.env.get_template(name)?.render(ctx)
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! The default SSO mapping provider (Synapse's `JinjaOidcMappingProvider`):
 //! Jinja templates over the identity provider's claims, exposed to the
 //! templates as `user`, give the remote subject, the localpart, the display
-//! name and the e-mail address.
+//! name, the e-mail address and the picture.
 
 use minijinja::{Environment, context};
 use serde_json::{Map, Value};
@@ -12,18 +12,27 @@ const SUBJECT: &str = "subject";
 const LOCALPART: &str = "localpart";
 const DISPLAY_NAME: &str = "display_name";
 const EMAIL: &str = "email";
+const PICTURE: &str = "picture";
 
 pub struct MappingProvider {
     env: Environment<'static>,
     subject_claim: String,
+    picture_claim: String,
+    confirm_localpart: bool,
 }
 
 /// What the templates made of one login's claims.
 #[derive(Debug, PartialEq, Eq)]
 pub struct MappedUser {
-    pub localpart: String,
+    /// `None` when there is no `localpart_template` or it rendered empty:
+    /// the user picks their username.
+    pub localpart: Option<String>,
+    /// Whether the user confirms (or changes) the localpart first.
+    pub confirm_localpart: bool,
     pub display_name: Option<String>,
     pub email: Option<String>,
+    /// The URL of the user's picture.
+    pub picture: Option<String>,
 }
 
 impl MappingProvider {
@@ -33,9 +42,10 @@ impl MappingProvider {
         env.add_filter("localpart_from_email", localpart_from_email);
         let templates = [
             (SUBJECT, config.subject_template.as_ref()),
-            (LOCALPART, Some(&config.localpart_template)),
+            (LOCALPART, config.localpart_template.as_ref()),
             (DISPLAY_NAME, config.display_name_template.as_ref()),
             (EMAIL, config.email_template.as_ref()),
+            (PICTURE, config.picture_template.as_ref()),
         ];
         for (name, source) in templates {
             if let Some(source) = source {
@@ -46,6 +56,8 @@ impl MappingProvider {
         Ok(Self {
             env,
             subject_claim: config.subject_claim.clone(),
+            picture_claim: config.picture_claim.clone(),
+            confirm_localpart: config.confirm_localpart,
         })
     }
 
@@ -77,18 +89,30 @@ impl MappingProvider {
         claims: &Map<String, Value>,
         failures: u32,
     ) -> Result<MappedUser, String> {
-        let mut localpart = mxid_localpart(&self.render(LOCALPART, claims)?.unwrap_or_default());
-        if localpart.is_empty() {
-            return Err("the localpart template gave an empty localpart".to_owned());
-        }
-        if failures > 0 {
-            localpart.push_str(&failures.to_string());
-        }
+        let localpart = self
+            .render(LOCALPART, claims)?
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let mut localpart = mxid_localpart(&l);
+                if failures > 0 {
+                    localpart.push_str(&failures.to_string());
+                }
+                localpart
+            });
         let non_empty = |s: Option<String>| s.filter(|s| !s.is_empty());
+        let picture = match self.render(PICTURE, claims)? {
+            Some(picture) => Some(picture),
+            None => claims
+                .get(&self.picture_claim)
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        };
         Ok(MappedUser {
             localpart,
+            confirm_localpart: self.confirm_localpart,
             display_name: non_empty(self.render(DISPLAY_NAME, claims)?),
             email: non_empty(self.render(EMAIL, claims)?),
+            picture: non_empty(picture),
         })
     }
 
@@ -143,21 +167,43 @@ mod tests {
     #[test]
     fn templates_map_claims() {
         let config = MappingConfig {
-            localpart_template: "{{ user.email | localpart_from_email }}".to_owned(),
+            localpart_template: Some("{{ user.email | localpart_from_email }}".to_owned()),
             display_name_template: Some("{{ user.given_name }} {{ user.family_name }}".to_owned()),
             ..MappingConfig::default()
         };
         let provider = MappingProvider::new(&config).unwrap();
         let user = claims(json!({"sub": 42, "email": "Ann.Lee@example.org",
-                                 "given_name": "Ann", "family_name": "Lee"}));
+                                 "given_name": "Ann", "family_name": "Lee",
+                                 "picture": "https://idp.example/ann.png"}));
         assert_eq!(provider.remote_user_id(&user).unwrap(), "42");
         assert_eq!(
             provider.map_user_attributes(&user, 2).unwrap(),
             MappedUser {
-                localpart: "ann.lee2".to_owned(),
+                localpart: Some("ann.lee2".to_owned()),
+                confirm_localpart: false,
                 display_name: Some("Ann Lee".to_owned()),
                 email: None,
+                picture: Some("https://idp.example/ann.png".to_owned()),
             }
+        );
+    }
+
+    #[test]
+    fn no_localpart_template_or_an_empty_one_leaves_the_choice_to_the_user() {
+        let provider = MappingProvider::new(&MappingConfig::default()).unwrap();
+        let user = claims(json!({"sub": "s", "preferred_username": "ann"}));
+        assert_eq!(
+            provider.map_user_attributes(&user, 0).unwrap().localpart,
+            None
+        );
+        let config = MappingConfig {
+            localpart_template: Some("{{ user.nickname }}".to_owned()),
+            ..MappingConfig::default()
+        };
+        let provider = MappingProvider::new(&config).unwrap();
+        assert_eq!(
+            provider.map_user_attributes(&user, 0).unwrap().localpart,
+            None
         );
     }
 
@@ -172,7 +218,7 @@ mod tests {
     #[test]
     fn a_broken_template_is_refused() {
         let config = MappingConfig {
-            localpart_template: "{{ user.name".to_owned(),
+            localpart_template: Some("{{ user.name".to_owned()),
             ..MappingConfig::default()
         };
         assert!(MappingProvider::new(&config).is_err());

@@ -9,6 +9,7 @@ mod generate;
 pub mod jwt;
 pub mod oidc;
 mod size;
+pub mod templates;
 
 use std::{
     collections::BTreeMap,
@@ -47,6 +48,8 @@ pub struct Config {
     pub jwt_config: jwt::JwtConfig,
     /// OpenID Connect identity providers for single sign-on.
     pub oidc_providers: Vec<oidc::OidcProviderConfig>,
+    /// The operator's own page templates.
+    pub templates: templates::TemplatesConfig,
     pub refresh_token_lifetime: Option<ConfigDuration>,
     pub refreshable_access_token_lifetime: ConfigDuration,
     pub nonrefreshable_access_token_lifetime: Option<ConfigDuration>,
@@ -83,6 +86,24 @@ pub struct Config {
     pub ip_range_whitelist: Vec<ipnet::IpNet>,
     pub push: PushConfig,
     pub presence: PresenceConfig,
+    /// Synapse's server notices: a system user that sends notices to users
+    /// in a room of its own with each (plugins send them through the
+    /// `actions` grant).
+    pub server_notices: Option<ServerNoticesConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerNoticesConfig {
+    pub system_mxid_localpart: String,
+    pub system_mxid_display_name: Option<String>,
+    pub system_mxid_avatar_url: Option<String>,
+    #[serde(default = "default_server_notices_room_name")]
+    pub room_name: String,
+}
+
+fn default_server_notices_room_name() -> String {
+    "Server Notices".to_owned()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -128,6 +149,7 @@ impl Default for Config {
             password_config: PasswordConfig::default(),
             jwt_config: jwt::JwtConfig::default(),
             oidc_providers: Vec::new(),
+            templates: templates::TemplatesConfig::default(),
             refresh_token_lifetime: None,
             refreshable_access_token_lifetime: ConfigDuration(Duration::from_secs(5 * 60)),
             nonrefreshable_access_token_lifetime: None,
@@ -155,6 +177,7 @@ impl Default for Config {
             enable_metrics: false,
             ip_range_whitelist: Vec::new(),
             push: PushConfig::default(),
+            server_notices: None,
             presence: PresenceConfig::default(),
         }
     }
@@ -493,6 +516,7 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         self.jwt_config.validate()?;
         oidc::validate(&self.oidc_providers)?;
+        self.templates.validate()?;
         if !self.oidc_providers.is_empty() && self.public_baseurl.is_none() {
             return Err(ConfigError::new(
                 "public_baseurl",

@@ -14,6 +14,9 @@ pub enum ClientAuthMethod {
     ClientSecretBasic,
     ClientSecretPost,
     None,
+    /// RFC 7523 `client_assertion` signed with `client_secret_jwt_key`
+    /// (Myelin's addition: Synapse sends that JWT as the client secret).
+    PrivateKeyJwt,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -49,9 +52,10 @@ pub struct OidcProviderConfig {
     /// Never logged.
     pub client_secret: Option<String>,
     pub client_secret_path: Option<PathBuf>,
-    /// Synapse's signed-JWT client authentication; refused with a message
-    /// until it is supported.
-    pub client_secret_jwt_key: Option<serde_yaml::Value>,
+    /// Synapse's signed-JWT client authentication: a JWT signed with this
+    /// key is the client secret (Apple's scheme), or with
+    /// `client_auth_method: private_key_jwt` the RFC 7523 client assertion.
+    pub client_secret_jwt_key: Option<ClientSecretJwtKey>,
     #[serde(default)]
     pub client_auth_method: ClientAuthMethod,
     #[serde(default)]
@@ -78,6 +82,23 @@ pub struct OidcProviderConfig {
     pub attribute_requirements: Vec<AttributeRequirement>,
     #[serde(default)]
     pub backchannel_logout_enabled: bool,
+    /// Back-channel logout without checking that the logout token's `sub`
+    /// is the user's external ID here.
+    #[serde(default)]
+    pub backchannel_logout_ignore_sub: bool,
+}
+
+/// `client_secret_jwt_key`: a PEM signing key, the JWT header (with `alg`)
+/// and extra payload claims.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClientSecretJwtKey {
+    /// Never logged.
+    pub key: Option<String>,
+    pub key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub jwt_header: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    pub jwt_payload: serde_json::Map<String, serde_json::Value>,
 }
 
 fn yes() -> bool {
@@ -90,8 +111,26 @@ fn openid_scope() -> Vec<String> {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct UserMappingProviderConfig {
+    /// A plugin (its name under `modules:`, the `.wasm` file's stem) that
+    /// maps this provider's users; unset, or Synapse's default module, for
+    /// the built-in templates below.
+    pub module: Option<String>,
+    /// The built-in provider's templates (a plugin gets its configuration
+    /// from its own entry under `modules:`).
     #[serde(default)]
     pub config: MappingConfig,
+}
+
+/// Synapse's name for the built-in mapping provider.
+const DEFAULT_MAPPING_MODULE: &str = "synapse.handlers.oidc.JinjaOidcMappingProvider";
+
+impl UserMappingProviderConfig {
+    /// The plugin that maps users, when it is not the built-in provider.
+    pub fn plugin(&self) -> Option<&str> {
+        self.module
+            .as_deref()
+            .filter(|module| *module != DEFAULT_MAPPING_MODULE)
+    }
 }
 
 /// The default mapping provider's settings: Jinja templates over the
@@ -102,11 +141,16 @@ pub struct MappingConfig {
     pub subject_claim: String,
     /// Overrides `subject_claim` when set (Synapse 1.75+).
     pub subject_template: Option<String>,
-    pub localpart_template: String,
+    /// Unset (or rendering empty), the user picks a username.
+    pub localpart_template: Option<String>,
     pub display_name_template: Option<String>,
     pub email_template: Option<String>,
-    /// Accepted for compatibility; avatars are not yet set from SSO.
+    /// The claim with the URL of the user's picture, downloaded as their
+    /// avatar on first login.
     pub picture_claim: String,
+    /// Overrides `picture_claim` when set (Synapse 1.75+).
+    pub picture_template: Option<String>,
+    /// Show the username picker even when the template gives a localpart.
     pub confirm_localpart: bool,
 }
 
@@ -115,10 +159,11 @@ impl Default for MappingConfig {
         Self {
             subject_claim: "sub".to_owned(),
             subject_template: None,
-            localpart_template: "{{ user.preferred_username }}".to_owned(),
+            localpart_template: None,
             display_name_template: None,
             email_template: None,
             picture_claim: "picture".to_owned(),
+            picture_template: None,
             confirm_localpart: false,
         }
     }
@@ -203,13 +248,6 @@ impl OidcProviderConfig {
                 "Write the client ID the identity provider gave you.",
             ));
         }
-        if self.client_secret_jwt_key.is_some() {
-            return Err(ConfigError::new(
-                key("client_secret_jwt_key"),
-                "signed-JWT client authentication is not supported yet",
-                "Use `client_secret` (or `client_secret_path`) with `client_auth_method: client_secret_basic` or `client_secret_post`.",
-            ));
-        }
         if self.client_secret.is_some() && self.client_secret_path.is_some() {
             return Err(ConfigError::new(
                 key("client_secret"),
@@ -217,7 +255,21 @@ impl OidcProviderConfig {
                 "Keep one of them.",
             ));
         }
-        if self.client_auth_method != ClientAuthMethod::None && self.secret()?.is_none() {
+        if let Some(jwt_key) = &self.client_secret_jwt_key {
+            jwt_key.signing_key().map_err(|problem| {
+                ConfigError::new(
+                    key("client_secret_jwt_key"),
+                    problem,
+                    "Give `key` (or `key_file`) as a PEM private key and `jwt_header: {alg: ES256}` (or RS256, PS256, ES384, EdDSA…) matching it.",
+                )
+            })?;
+        } else if self.client_auth_method == ClientAuthMethod::PrivateKeyJwt {
+            return Err(ConfigError::new(
+                key("client_auth_method"),
+                "`private_key_jwt` needs `client_secret_jwt_key`",
+                "Add `client_secret_jwt_key` with the key the provider knows (`key_file` and `jwt_header: {alg: …}`).",
+            ));
+        } else if self.client_auth_method != ClientAuthMethod::None && self.secret()?.is_none() {
             return Err(ConfigError::new(
                 key("client_secret"),
                 "no client secret is configured",
@@ -268,19 +320,8 @@ impl OidcProviderConfig {
             }
         }
         let mapping = &self.user_mapping_provider.config;
-        if mapping.confirm_localpart {
-            return Err(ConfigError::new(
-                key("user_mapping_provider.config.confirm_localpart"),
-                "the username picker is not supported yet",
-                "Remove `confirm_localpart` (or set it to false).",
-            ));
-        }
-        if self.backchannel_logout_enabled {
-            return Err(ConfigError::new(
-                key("backchannel_logout_enabled"),
-                "back-channel logout is not supported yet",
-                "Remove `backchannel_logout_enabled`.",
-            ));
+        if self.user_mapping_provider.plugin().is_some() {
+            return Ok(());
         }
         crate::auth::sso_mapping::MappingProvider::new(mapping).map_err(|problem| {
             ConfigError::new(
@@ -290,6 +331,48 @@ impl OidcProviderConfig {
             )
         })?;
         Ok(())
+    }
+}
+
+impl ClientSecretJwtKey {
+    /// The PEM key (from `key` or `key_file`) as a signing key for the
+    /// header's `alg`; `Err` says what is wrong.
+    pub fn signing_key(
+        &self,
+    ) -> Result<(jsonwebtoken::Algorithm, jsonwebtoken::EncodingKey), String> {
+        use jsonwebtoken::{Algorithm, EncodingKey};
+        let pem = match (&self.key, &self.key_file) {
+            (Some(key), None) => key.clone(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+            (Some(_), Some(_)) => return Err("both `key` and `key_file` are set".to_owned()),
+            (None, None) => return Err("neither `key` nor `key_file` is set".to_owned()),
+        };
+        let alg = self
+            .jwt_header
+            .get("alg")
+            .and_then(|a| a.as_str())
+            .ok_or("`jwt_header` has no `alg`")?;
+        let alg: Algorithm = alg
+            .parse()
+            .map_err(|_| format!("`{alg}` is not a JWS algorithm"))?;
+        let pem = pem.as_bytes();
+        let key = match alg {
+            Algorithm::RS256
+            | Algorithm::RS384
+            | Algorithm::RS512
+            | Algorithm::PS256
+            | Algorithm::PS384
+            | Algorithm::PS512 => EncodingKey::from_rsa_pem(pem),
+            Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(pem),
+            Algorithm::EdDSA => EncodingKey::from_ed_pem(pem),
+            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
+                Ok(EncodingKey::from_secret(pem))
+            }
+            _ => return Err(format!("`{alg:?}` is not supported")),
+        }
+        .map_err(|e| format!("the key is not a PEM key for {alg:?}: {e}"))?;
+        Ok((alg, key))
     }
 }
 

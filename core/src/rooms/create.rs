@@ -219,7 +219,7 @@ pub async fn create_room(
             spec.is_public,
             async |room| {
                 for draft in &drafts {
-                    room.append(creator, draft, None)?;
+                    room.append(creator, draft, None).await?;
                 }
                 Ok(())
             },

@@ -1,11 +1,14 @@
 //! Rooms as the spec defines them: a graph of signed events whose state is
 //! decided by the room version's authorization rules.
 //!
-//! Every local event goes through [`Rooms::append`]: under the room's lock
-//! the event is placed after the room's forward extremities, signed, checked
-//! with ruma's state-res authorization rules against the room's state, and
-//! handed to the [`writer`], which commits events in batches (group commit).
-//! The caller hears back only once its event is durable.
+//! Every local event goes through [`RoomAppender::append`] (or its
+//! `prepare_allowed` + `commit` halves): under the room's lock the event is
+//! placed after the room's forward extremities, signed, checked with ruma's
+//! state-res authorization rules against the room's state, offered to the
+//! third-party rules plugins (which may replace its content), and handed to
+//! the [`writer`], which commits events in batches (group commit). The
+//! caller hears back only once its event is durable; plugins' `on_new_event`
+//! runs after that, in the background.
 
 pub mod create;
 pub mod filter;
@@ -34,6 +37,8 @@ use ruma::{
     },
 };
 use tokio::sync::{Mutex, oneshot};
+
+use myelin_plugin_api::{EventAllowed, Plugins, RulesCallback};
 
 use self::{
     pdu::{EventDraft, Pdu, PduError, Position},
@@ -68,7 +73,7 @@ pub enum AppendError {
     /// The room's forked states could not be resolved.
     #[error("state resolution failed: {0}")]
     Resolution(String),
-    /// A spam-checking plugin refused the event.
+    /// A plugin (spam checker or third-party rules) refused the event.
     #[error("refused: {message}")]
     Refused { errcode: String, message: String },
 }
@@ -116,6 +121,7 @@ pub struct Rooms {
     signing_key: Arc<SigningKey>,
     server_name: OwnedServerName,
     push_rules: Arc<PushRules>,
+    plugins: Arc<Plugins>,
 }
 
 impl Rooms {
@@ -126,15 +132,17 @@ impl Rooms {
         live: Arc<Live>,
         push_rules: Arc<PushRules>,
         gateway: PushGateway,
+        plugins: Arc<Plugins>,
     ) -> anyhow::Result<Self> {
         Ok(Self {
             heads: Default::default(),
             next_state_group: AtomicI64::new(storage.max_state_group().await? + 1),
-            writer: EventWriter::spawn(storage.clone(), published(live, gateway)),
+            writer: EventWriter::spawn(storage.clone(), published(live, gateway, plugins.clone())),
             storage,
             signing_key,
             server_name,
             push_rules,
+            plugins,
         })
     }
 
@@ -347,9 +355,22 @@ impl Rooms {
 
 /// What happens once events are committed: their position is published,
 /// `/sync` requests following their rooms (and the targets of membership
-/// changes) wake, and notified users' pushers are fed.
-fn published(live: Arc<Live>, gateway: PushGateway) -> writer::OnCommit {
+/// changes) wake, notified users' pushers are fed, and plugins hear of the
+/// events (`on_new_event`, in the background: the senders never wait).
+fn published(live: Arc<Live>, gateway: PushGateway, plugins: Arc<Plugins>) -> writer::OnCommit {
     Box::new(move |writes, orderings| {
+        let set = plugins.current();
+        if set.wants_rule(RulesCallback::OnNewEvent) {
+            let events: Vec<_> = writes
+                .iter()
+                .map(|write| crate::api::plugins::event(&write.pdu))
+                .collect();
+            tokio::spawn(async move {
+                for event in &events {
+                    set.on_new_event(event).await;
+                }
+            });
+        }
         let mut keys = Vec::new();
         for write in writes {
             let pdu = &write.pdu;
@@ -443,16 +464,50 @@ impl<'a> RoomAppender<'a> {
             .map(|(_, id)| id.clone())
     }
 
-    /// Builds, signs and authorizes an event from `sender`, and makes it the
-    /// room's newest event.
-    pub fn append(
+    /// Builds, signs and authorizes an event from `sender`, lets the
+    /// third-party rules plugins decide on it, and makes it the room's
+    /// newest event.
+    pub async fn append(
         &mut self,
         sender: &UserId,
         draft: &EventDraft,
         txn: Option<TxnKey>,
     ) -> Result<Arc<Pdu>, AppendError> {
-        let pdu = self.prepare(sender, draft)?;
+        let pdu = self.prepare_allowed(sender, draft).await?;
         Ok(self.commit(pdu, txn))
+    }
+
+    /// [`prepare`](Self::prepare), then `check_event_allowed`: a plugin may
+    /// refuse the event or replace its content, in which case the event is
+    /// built, signed and authorized again with the new content.
+    pub async fn prepare_allowed(
+        &self,
+        sender: &UserId,
+        draft: &EventDraft,
+    ) -> Result<Pdu, AppendError> {
+        let pdu = self.prepare(sender, draft)?;
+        let plugins = self.rooms.plugins.current();
+        if !plugins.wants_rule(RulesCallback::CheckEventAllowed) {
+            return Ok(pdu);
+        }
+        match plugins
+            .check_event_allowed(&crate::api::plugins::event(&pdu))
+            .await
+        {
+            EventAllowed::Allow(None) => Ok(pdu),
+            EventAllowed::Allow(Some(content)) => {
+                let content = serde_json::from_str(content.as_str())
+                    .map_err(|e| PduError::Invalid(e.to_string()))?;
+                let replaced = EventDraft {
+                    content,
+                    ..draft.clone()
+                };
+                self.prepare(sender, &replaced)
+            }
+            EventAllowed::Deny { errcode, message } => {
+                Err(AppendError::Refused { errcode, message })
+            }
+        }
     }
 
     /// Builds, signs and authorizes an event placed after the room's newest

@@ -6,6 +6,7 @@
 
 mod accounts;
 mod aliases;
+mod device_auth_providers;
 mod devices;
 pub mod ephemeral;
 mod external_ids;

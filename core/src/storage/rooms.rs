@@ -525,6 +525,25 @@ impl Storage {
         })
     }
 
+    /// A room's current state events of one type, whatever their state key.
+    pub async fn current_state_of_type(
+        &self,
+        room_id: &str,
+        kind: &str,
+    ) -> Result<Vec<StoredEvent>> {
+        read!(self, pool => {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(&*format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE event_id IN
+                 (SELECT event_id FROM current_state WHERE room_id = $1 AND type = $2)"
+            )))
+            .bind(room_id)
+            .bind(kind)
+            .fetch_all(pool)
+            .await?;
+            Ok(stored_events!(rows))
+        })
+    }
+
     /// A user's current membership in a room and the event that set it.
     pub async fn membership(
         &self,

@@ -27,6 +27,7 @@ pub async fn list(State(state): State<AppState>, _admin: ServerAdmin) -> Json<Va
                         .iter()
                         .map(|c| myelin_plugin_api::hook_name((*c).into())),
                 )
+                .chain(registered_hooks(&plugin.registered))
                 .collect();
             callbacks.sort();
             let auth_checkers: Vec<Value> = plugin
@@ -40,7 +41,12 @@ pub async fn list(State(state): State<AppState>, _admin: ServerAdmin) -> Json<Va
                 "module": plugin.path,
                 "callbacks": callbacks,
                 "auth_checkers": auth_checkers,
-                "grants": { "kv": plugin.grants.kv.map(|kv| json!({ "quota_kib": kv.quota_kib })) },
+                "grants": {
+                    "kv": plugin.grants.kv.map(|kv| json!({ "quota_kib": kv.quota_kib })),
+                    "http": plugin.grants.http.as_ref().map(|http| json!({ "allowed_hosts": http.allowed_hosts })),
+                    "queries": plugin.grants.queries,
+                    "actions": plugin.grants.actions,
+                },
                 "limits": { "memory_mib": plugin.limits.memory_mib, "timeout_ms": plugin.limits.timeout_ms },
                 "on_error": match plugin.on_error {
                     myelin_plugin_api::OnError::Deny => "deny",
@@ -52,6 +58,38 @@ pub async fn list(State(state): State<AppState>, _admin: ServerAdmin) -> Json<Va
         })
         .collect();
     Json(json!({ "plugins": plugins }))
+}
+
+/// The callbacks a plugin registered through the optional hook interfaces
+/// other than `password-auth`, by Synapse's names.
+fn registered_hooks(registered: &myelin_plugin_api::plugin::Registered) -> Vec<String> {
+    use myelin_plugin_api::{Hook, PresenceCallback, hook_name};
+    let mut hooks: Vec<String> = registered
+        .rules
+        .iter()
+        .map(|c| hook_name(Hook::Rules(*c)))
+        .chain(
+            registered
+                .validity
+                .iter()
+                .map(|c| hook_name(Hook::Validity(*c))),
+        )
+        .chain(
+            registered
+                .account_data
+                .iter()
+                .map(|c| hook_name(Hook::AccountData(*c))),
+        )
+        .collect();
+    if registered.presence_router {
+        hooks.push(hook_name(Hook::Presence(
+            PresenceCallback::GetUsersForStates,
+        )));
+        hooks.push(hook_name(Hook::Presence(
+            PresenceCallback::GetInterestedUsers,
+        )));
+    }
+    hooks
 }
 
 /// Reloads the plugins from the configuration files, as SIGHUP does; a set

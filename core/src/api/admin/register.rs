@@ -181,6 +181,7 @@ pub async fn register_with_shared_secret(
         ));
     }
     tracing::info!(%user_id, admin = body.admin, "registered user with the shared secret");
+    crate::api::plugin_hooks::user_registered(&state, &user_id).await;
     let login = start_login_session(&state, &user_id, LoginOptions::default()).await?;
     Ok(JsonResponse(json!({
         "user_id": user_id,

@@ -18,6 +18,7 @@ use super::uia::{self, Subject};
 use crate::{
     api::{
         error::{ApiResult, MatrixError},
+        plugin_hooks,
         ruma::{Ruma, RumaResponse},
     },
     auth::password,
@@ -89,9 +90,14 @@ pub async fn deactivate(
     )
     .await?;
     let user_id = session.user_id.as_str();
+    // Third-party rules, as in Synapse: asked once the user proved who
+    // they are, told once it is done (the user's own request: not by an
+    // admin).
+    plugin_hooks::check_can_deactivate(&state, user_id, false).await?;
     state.storage.deactivate_user(user_id).await?;
     state.tokens.forget_user(user_id, None);
     tracing::info!(%user_id, "deactivated account");
+    plugin_hooks::deactivation_status_changed(&state, user_id, true, false).await;
     Ok(RumaResponse(deactivate_endpoint::Response::new(
         ThirdPartyIdRemovalStatus::NoSupport,
     )))

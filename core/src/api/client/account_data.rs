@@ -21,6 +21,7 @@ use super::filter::require_self;
 use crate::{
     api::{
         error::{ApiResult, MatrixError},
+        plugin_hooks,
         ruma::{Ruma, RumaResponse},
     },
     push::PUSH_RULES_TYPE,
@@ -35,7 +36,9 @@ fn object(raw: &serde_json::value::RawValue) -> ApiResult<Value> {
     }
 }
 
-/// Stores account data and wakes the user's syncs.
+/// Stores account data and wakes the user's syncs, then tells plugins
+/// (`on_account_data_updated`, in the background) — except for room tags,
+/// which Synapse processes separately and never reports.
 pub async fn store(
     state: &AppState,
     user: &UserId,
@@ -53,6 +56,15 @@ pub async fn store(
         position,
         &[WakeKey::User(user.to_owned())],
     );
+    if kind != TAGS {
+        plugin_hooks::account_data_updated(
+            state,
+            user.as_str(),
+            room_id.map(RoomId::as_str),
+            kind,
+            content,
+        );
+    }
     Ok(())
 }
 

@@ -147,7 +147,7 @@ pub async fn register_on_first_login(
             return Err(crate::api::plugins::refusal(&errcode, &message));
         }
     };
-    state
+    let created = state
         .storage
         .create_user(&NewUser {
             user_id: user_id.clone(),
@@ -156,7 +156,10 @@ pub async fn register_on_first_login(
             ..NewUser::default()
         })
         .await?;
-    tracing::info!(%user_id, "registered user on first login");
+    if created {
+        tracing::info!(%user_id, "registered user on first login");
+        crate::api::plugin_hooks::user_registered(state, &user_id).await;
+    }
     state
         .storage
         .user(&user_id)

@@ -14,10 +14,12 @@ use ruma::{
 };
 use serde_json::{Map, Value};
 
+use myelin_plugin_api::{RulesCallback, Verdict};
+
 use crate::{
     api::{
         error::{ApiResult, MatrixError},
-        plugins::check,
+        plugins::{check, failed_plugin, refusal},
         ruma::{Ruma, RumaResponse},
     },
     rooms::{
@@ -32,7 +34,34 @@ pub async fn create_room(
     req: Ruma<create_room::Request>,
 ) -> ApiResult<RumaResponse<create_room::Response>> {
     let user = req.session().user_id.clone();
-    let body = &req.body;
+    let plugins = state.plugins.current();
+    let rewritten;
+    let body = if plugins.wants_rule(RulesCallback::OnCreateRoom) {
+        let is_admin = state
+            .storage
+            .user(user.as_str())
+            .await?
+            .is_some_and(|u| u.is_admin);
+        let request = match std::str::from_utf8(&req.raw_body) {
+            Ok(raw) if !raw.trim().is_empty() => raw.to_owned(),
+            _ => "{}".to_owned(),
+        };
+        match plugins
+            .on_create_room(user.as_str(), request.clone(), is_admin)
+            .await
+        {
+            Ok(new) if new != request => {
+                // A plugin's rewrite must still be a valid request.
+                rewritten = reparse(new).map_err(|_| failed_plugin())?;
+                &rewritten
+            }
+            Ok(_) => &req.body,
+            Err(Verdict::Reject { errcode, message }) => return Err(refusal(&errcode, &message)),
+            Err(Verdict::Allow) => unreachable!("a refusal is never Allow"),
+        }
+    } else {
+        &req.body
+    };
     let version = match &body.room_version {
         Some(version) => version.to_string(),
         None => state.config.default_room_version.clone(),
@@ -45,7 +74,6 @@ pub async fn create_room(
         ));
     }
     let is_public = body.visibility == Visibility::Public;
-    let plugins = state.plugins.current();
     let request = serde_json::json!({
         "name": body.name,
         "topic": body.topic,
@@ -70,6 +98,11 @@ pub async fn create_room(
     }
     if is_public {
         check(plugins.user_may_publish_room(user.as_str(), "").await)?;
+        if !plugins.check_visibility_can_be_modified("", "public").await {
+            return Err(MatrixError::forbidden(
+                "Publishing this room in the room directory is not allowed",
+            ));
+        }
     }
     let preset = match &body.preset {
         Some(RoomPreset::PublicChat) => Preset::PublicChat,
@@ -178,4 +211,13 @@ pub fn alias_in_use() -> MatrixError {
         ErrorKind::RoomInUse,
         "Room alias already taken",
     )
+}
+
+/// A `createRoom` body (JSON) as ruma parses it.
+fn reparse(json: String) -> Result<create_room::Request, ()> {
+    use ruma::api::IncomingRequest;
+    let request = http::Request::post("/_matrix/client/v3/createRoom")
+        .body(json.into_bytes())
+        .map_err(|_| ())?;
+    create_room::Request::try_from_http_request(request, &[] as &[String]).map_err(|_| ())
 }

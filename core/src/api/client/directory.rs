@@ -199,6 +199,16 @@ pub async fn set_visibility(
                 .await,
         )?;
     }
+    if !state
+        .plugins
+        .current()
+        .check_visibility_can_be_modified(room_id.as_str(), req.body.visibility.as_str())
+        .await
+    {
+        return Err(MatrixError::forbidden(
+            "Changing this room's visibility in the room directory is not allowed",
+        ));
+    }
     state
         .storage
         .set_room_public(room_id.as_str(), public)

@@ -35,7 +35,7 @@ use crate::{
     },
     auth::tokens::Session,
     rooms::{
-        AppendError, TxnKey,
+        AppendError, RoomAppender, TxnKey,
         pdu::EventDraft,
         pdu::Pdu,
         power::{PowerLevels, check_integer_levels},
@@ -82,11 +82,23 @@ async fn send_once(
             if let Some(event_id) = room.recent_txn(&key) {
                 return Ok(event_id);
             }
-            let pdu = room.prepare(user, &draft)?;
-            spam_check(state, &pdu).await?;
-            Ok(room.commit(pdu, Some(key.clone())).event_id.clone())
+            append_checked(state, room, user, &draft, Some(key.clone())).await
         })
         .await?)
+}
+
+/// Appends a client's (or a plugin action's) event: built, authorized,
+/// offered to the third-party rules and the spam checkers, then committed.
+pub(crate) async fn append_checked(
+    state: &AppState,
+    room: &mut RoomAppender<'_>,
+    sender: &UserId,
+    draft: &EventDraft,
+    txn: Option<TxnKey>,
+) -> Result<ruma::OwnedEventId, AppendError> {
+    let pdu = room.prepare_allowed(sender, draft).await?;
+    spam_check(state, &pdu).await?;
+    Ok(room.commit(pdu, txn).event_id.clone())
 }
 
 /// Asks the spam-checking plugins about an event before it is appended.
@@ -168,9 +180,7 @@ pub async fn send_state_event(
             {
                 return Ok(current.event_id.clone());
             }
-            let pdu = room.prepare(user, &draft)?;
-            spam_check(&state, &pdu).await?;
-            Ok(room.commit(pdu, None).event_id.clone())
+            append_checked(&state, room, user, &draft, None).await
         })
         .await?;
     Ok(RumaResponse(send_state::Response::new(event_id)))

@@ -4,7 +4,7 @@
 use axum::extract::State;
 use myelin_plugin_api::Callback;
 use ruma::{
-    OwnedRoomId, RoomId, RoomOrAliasId, UserId,
+    OwnedEventId, OwnedRoomId, RoomId, RoomOrAliasId, UserId,
     api::client::knock::knock_room::v3 as knock_room,
     api::client::membership::{
         ban_user::v3 as ban_user, forget_room::v3 as forget_room, invite_user::v3 as invite_user,
@@ -27,7 +27,7 @@ use crate::{
 };
 
 /// Sends `target`'s new membership as `sender`, through the room's
-/// authorization rules.
+/// authorization rules; returns the member event's ID.
 pub async fn change_membership(
     state: &AppState,
     room_id: &RoomId,
@@ -36,18 +36,60 @@ pub async fn change_membership(
     new_membership: &str,
     reason: Option<&str>,
     extra: Option<Value>,
-) -> ApiResult<()> {
+) -> ApiResult<OwnedEventId> {
     find_room(state, room_id).await?;
     let mut content = member_content(&state.storage, target, new_membership, reason).await?;
     if let (Some(content), Some(Value::Object(extra))) = (content.as_object_mut(), extra) {
         content.extend(extra);
     }
     let draft = EventDraft::state("m.room.member", target.as_str(), content);
-    state
+    let pdu = state
         .rooms
-        .with_room(room_id, async |room| room.append(sender, &draft, None))
+        .with_room(room_id, async |room| {
+            room.append(sender, &draft, None).await
+        })
         .await?;
-    Ok(())
+    Ok(pdu.event_id.clone())
+}
+
+/// A membership change a plugin makes for a local user (the `actions`
+/// grant), with the checks the user's own request would get: `join` only
+/// for oneself (with `user_may_join_room`), `invite` of an existing user
+/// (with `user_may_invite`), `leave` (a kick when `target` is someone
+/// else), `ban`, `knock`.
+pub async fn act_on_membership(
+    state: &AppState,
+    room_id: &RoomId,
+    sender: &UserId,
+    target: &UserId,
+    new_membership: &str,
+    extra: Option<Value>,
+) -> ApiResult<OwnedEventId> {
+    match new_membership {
+        "join" | "knock" if sender != target => {
+            return Err(MatrixError::forbidden(format!(
+                "{sender} cannot {new_membership} for {target}"
+            )));
+        }
+        "join" => check_join(state, room_id, sender).await?,
+        "invite" => {
+            check_local_user(state, target).await?;
+            check(
+                state
+                    .plugins
+                    .current()
+                    .user_may_invite(sender.as_str(), target.as_str(), room_id.as_str())
+                    .await,
+            )?;
+        }
+        "leave" | "ban" | "knock" => {}
+        other => {
+            return Err(MatrixError::invalid_param(format!(
+                "Unknown membership {other}"
+            )));
+        }
+    }
+    change_membership(state, room_id, sender, target, new_membership, None, extra).await
 }
 
 /// A room ID, or the room an alias on this server points at.

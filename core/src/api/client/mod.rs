@@ -53,7 +53,7 @@ pub fn router() -> Router<AppState> {
         .endpoint::<sess::logout_all::v3::Request, _, _>(session::logout_all)
         .endpoint::<sess::sso_login::v3::Request, _, _>(sso::redirect)
         .endpoint::<sess::sso_login_with_provider::v3::Request, _, _>(sso::redirect_to_idp)
-        .route(sso::CALLBACK_PATH, axum::routing::get(sso::callback))
+        .merge(sso::routes())
         .endpoint::<acct::register::v3::Request, _, _>(register::register)
         .endpoint::<acct::get_username_availability::v3::Request, _, _>(
             register::get_username_availability,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use ruma::{
-    OwnedRoomId, UserId,
+    OwnedRoomId, OwnedUserId, UserId,
     api::client::presence::{get_presence::v3 as get_presence, set_presence::v3 as set_presence},
     presence::PresenceState,
 };
@@ -51,7 +51,37 @@ pub async fn publish(
         .presence
         .lock()
         .insert(user.to_owned(), presence.to_owned());
+    wake_routed(state, user, presence, status_msg);
     Ok(())
+}
+
+/// Presence routers (`get_users_for_states`): wakes the syncs of the local
+/// users a plugin routes this update to, in the background so the user
+/// setting their presence does not wait. What those syncs then show comes
+/// from `get_interested_users`, as in Synapse.
+fn wake_routed(state: &AppState, user: &UserId, presence: &str, status_msg: Option<&str>) {
+    let plugins = state.plugins.current();
+    if !plugins.routes_presence() {
+        return;
+    }
+    let update = myelin_plugin_api::PresenceState {
+        user_id: user.to_string(),
+        presence: presence.to_owned(),
+        status_msg: status_msg.map(str::to_owned),
+        last_active_ago: Some(0),
+        currently_active: Some(presence == "online"),
+    };
+    let state = state.clone();
+    tokio::spawn(async move {
+        let routed = plugins.get_users_for_states(&[update]).await;
+        let keys: Vec<WakeKey> = routed
+            .into_keys()
+            .filter_map(|user| OwnedUserId::try_from(user).ok())
+            .filter(|user| user.server_name() == state.server_name)
+            .map(WakeKey::User)
+            .collect();
+        state.live.notifier.wake(&keys);
+    });
 }
 
 /// `PUT /presence/{userId}/status`

@@ -2,7 +2,7 @@
 //! directory").
 
 use axum::extract::State;
-use myelin_plugin_api::{Callback, UserProfile};
+use myelin_plugin_api::{Callback, RulesCallback, UserProfile};
 use ruma::{
     UserId,
     api::client::{
@@ -19,6 +19,7 @@ use serde_json::Value;
 use crate::{
     api::{
         error::{ApiResult, MatrixError},
+        plugin_hooks,
         ruma::{Ruma, RumaResponse},
     },
     rooms::pdu::EventDraft,
@@ -96,6 +97,20 @@ pub async fn set_field(
         }
     };
     state.storage.set_profile(user.as_str(), &profile).await?;
+    // As in Synapse: plugins hear of the new profile before it reaches the
+    // rooms; `by_admin` is whether the requester is a server admin.
+    if state
+        .plugins
+        .current()
+        .wants_rule(RulesCallback::OnProfileUpdate)
+    {
+        let by_admin = state
+            .storage
+            .user(user.as_str())
+            .await?
+            .is_some_and(|u| u.is_admin);
+        plugin_hooks::profile_updated(&state, user.as_str(), &profile, by_admin, false).await;
+    }
 
     for room_id in state
         .storage
@@ -124,7 +139,7 @@ pub async fn set_field(
         // undo the profile or the other rooms.
         if let Err(err) = state
             .rooms
-            .with_room(&room_id, async |room| room.append(user, &draft, None))
+            .with_room(&room_id, async |room| room.append(user, &draft, None).await)
             .await
         {
             tracing::warn!(%room_id, error = %err, "could not update member event after a profile change");

@@ -177,6 +177,7 @@ pub async fn register(
     }
     let user_id = user_id.ok_or_else(MatrixError::internal)?;
     tracing::info!(%user_id, guest, "registered user");
+    crate::api::plugin_hooks::user_registered(&state, &user_id).await;
 
     let mut response = register_endpoint::Response::new(parse_user_id(&user_id)?);
     if body.inhibit_login {

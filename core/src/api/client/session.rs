@@ -84,7 +84,7 @@ fn invalid_credentials() -> MatrixError {
 pub async fn login(
     State(state): State<AppState>,
     req: Ruma<login_endpoint::Request>,
-) -> ApiResult<RumaResponse<login_endpoint::Response>> {
+) -> ApiResult<axum::response::Response> {
     let ip = req.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
     state
         .rate_limits
@@ -95,6 +95,8 @@ pub async fn login(
     let body = req.body;
     let request_info = (req.user_agent.clone(), ip.clone());
     let plugins = state.plugins.current();
+    // How the single sign-on went, for an SSO login.
+    let mut sso = None;
     let user = match &body.login_info {
         LoginInfo::Password(credentials) => {
             password_login(&state, credentials, &body.login_info.data(), request_info).await?
@@ -103,7 +105,9 @@ pub async fn login(
             jwt_login(&state, &info.data(), &req.user_agent, &ip).await?
         }
         LoginInfo::Token(login_token) if state.oidc.is_some() => {
-            token_login(&state, &login_token.token).await?
+            let (user, redeemed) = token_login(&state, &login_token.token).await?;
+            sso = Some(redeemed);
+            user
         }
         info if plugins.login_type_fields(info.login_type()).is_some() => {
             plugin_login(&state, info.login_type(), &info.data(), request_info).await?
@@ -134,6 +138,30 @@ pub async fn login(
         },
     )
     .await?;
+    // `on_user_login` names the identity provider of an SSO login.
+    let auth_provider_id = sso.as_ref().map(|s| s.idp_id.clone());
+    let (provider_session, extra_attributes) = match sso {
+        Some(sso) => (sso.provider_session, sso.extra_attributes),
+        None => (None, Default::default()),
+    };
+    if let Some(session) = provider_session {
+        state
+            .storage
+            .record_device_auth_provider(
+                &user.user_id,
+                &login.device_id,
+                &session.idp_id,
+                &session.session_id,
+            )
+            .await?;
+    }
+    crate::api::plugin_hooks::user_logged_in(
+        &state,
+        &user.user_id,
+        body.login_info.login_type(),
+        auth_provider_id.as_deref(),
+    )
+    .await;
     let mut response = login_endpoint::Response::new(
         parse_user_id(&user.user_id)?,
         login.access_token,
@@ -146,7 +174,31 @@ pub async fn login(
             base_url.clone(),
         )));
     }
-    Ok(RumaResponse(response))
+    Ok(with_extra_attributes(response, extra_attributes))
+}
+
+/// The login response, with a mapping plugin's extra fields (Synapse's
+/// `get_extra_attributes`) where the spec's own fields leave room.
+fn with_extra_attributes(
+    response: login_endpoint::Response,
+    extra: serde_json::Map<String, serde_json::Value>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use ruma::api::OutgoingResponse;
+    if extra.is_empty() {
+        return RumaResponse(response).into_response();
+    }
+    let body = response
+        .try_into_http_response::<Vec<u8>>()
+        .ok()
+        .and_then(|http| serde_json::from_slice::<serde_json::Value>(http.body()).ok());
+    let Some(serde_json::Value::Object(mut body)) = body else {
+        return MatrixError::internal().into_response();
+    };
+    for (key, value) in extra {
+        body.entry(key).or_insert(value);
+    }
+    axum::Json(serde_json::Value::Object(body)).into_response()
 }
 
 /// `m.login.password`, with Synapse's order: the plugins that check
@@ -329,17 +381,22 @@ async fn jwt_login(
 
 /// `m.login.token`: a `loginToken` single sign-on handed to the client,
 /// good for one login within its lifetime; otherwise 403 `M_FORBIDDEN`.
-async fn token_login(state: &AppState, token: &str) -> ApiResult<UserRecord> {
-    let user_id = state
+/// With the identity provider's session, for back-channel logout.
+async fn token_login(
+    state: &AppState,
+    token: &str,
+) -> ApiResult<(UserRecord, crate::auth::oidc::SsoLogin)> {
+    let login = state
         .oidc
         .as_ref()
         .and_then(|oidc| oidc.redeem_login_token(token))
         .ok_or_else(|| MatrixError::forbidden("Invalid login token"))?;
-    state
+    let user = state
         .storage
-        .user(&user_id)
+        .user(&login.user_id)
         .await?
-        .ok_or_else(|| MatrixError::forbidden("Invalid login token"))
+        .ok_or_else(|| MatrixError::forbidden("Invalid login token"))?;
+    Ok((user, login.sso))
 }
 
 /// `@alice:server` from `alice`, `@alice:server` or `@Alice:server`.
@@ -548,7 +605,7 @@ pub async fn logout_all(
 /// Tells password auth provider plugins about ended sessions, after the
 /// response: their failures are only logged, and a slow plugin does not
 /// hold up the logout.
-fn tell_logged_out(state: &AppState, user_id: &str, ended: &[(String, &str)]) {
+pub(super) fn tell_logged_out(state: &AppState, user_id: &str, ended: &[(String, &str)]) {
     let plugins = state.plugins.current();
     if !plugins.wants_auth(AuthCallback::OnLoggedOut) {
         return;

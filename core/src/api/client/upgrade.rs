@@ -167,14 +167,16 @@ pub async fn upgrade(
                     &user,
                     &EventDraft::state("m.room.power_levels", "", levels),
                     None,
-                )?;
+                )
+                .await?;
             }
             if let Some(alias) = &alias {
                 room.append(
                     &user,
                     &EventDraft::state("m.room.canonical_alias", "", json!({ "alias": alias })),
                     None,
-                )?;
+                )
+                .await?;
             }
             Ok(())
         })
@@ -192,13 +194,15 @@ pub async fn upgrade(
                     json!({ "body": "This room has been replaced", "replacement_room": new_room }),
                 ),
                 None,
-            )?;
+            )
+            .await?;
             if alias.is_some() {
                 room.append(
                     &user,
                     &EventDraft::state("m.room.canonical_alias", "", json!({})),
                     None,
-                )?;
+                )
+                .await?;
             }
             if let Some(levels) = room.head.state_event(&"m.room.power_levels".into(), "") {
                 let mut levels = levels.content_value();
@@ -213,7 +217,8 @@ pub async fn upgrade(
                     &user,
                     &EventDraft::state("m.room.power_levels", "", levels),
                     None,
-                )?;
+                )
+                .await?;
             }
             Ok(())
         })

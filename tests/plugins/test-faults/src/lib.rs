@@ -13,12 +13,16 @@
 //!   token `open-sesame` authenticates the full user ID named.
 //! * With `"record_logouts": true` it registers `on_logged_out` and stores
 //!   `logout:<user>:<device>` in its key-value store (grant `kv`).
+//! * It is an SSO mapping provider too: the remote user ID is the `sub`
+//!   claim, and mapping a new user misbehaves by mode (in mode `ok` the
+//!   localpart is `preferred_username`).
 
 use std::{cell::Cell, hint::black_box};
 
 use myelin_sdk::{
     AuthCallback, AuthChecker, AuthRegistration, AuthResult, Callback, Event, PasswordAuthProvider,
-    Plugin, SpamChecker, SpamVerdict, kv, log, login_field,
+    Plugin, SpamChecker, SpamVerdict, SsoMappingProvider, UserAttributes, kv, log, login_field,
+    serde_json,
 };
 use serde::Deserialize;
 
@@ -105,6 +109,36 @@ impl SpamChecker for TestFaults {
     }
 }
 
+impl SsoMappingProvider for TestFaults {
+    fn register() -> bool {
+        true
+    }
+
+    fn get_remote_user_id(userinfo: &str) -> Result<String, String> {
+        let claims: serde_json::Value = myelin_sdk::parse_config(userinfo)?;
+        claims["sub"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| "no sub".to_owned())
+    }
+
+    fn map_user_attributes(
+        userinfo: &str,
+        _token: &str,
+        _failures: u32,
+    ) -> Result<UserAttributes, String> {
+        misbehave();
+        let claims: serde_json::Value = myelin_sdk::parse_config(userinfo)?;
+        Ok(UserAttributes {
+            localpart: claims["preferred_username"].as_str().map(str::to_owned),
+            display_name: None,
+            emails: Vec::new(),
+            picture: None,
+            confirm_localpart: false,
+        })
+    }
+}
+
 /// Traps, loops or exhausts memory, by mode; returns in mode `ok`.
 fn misbehave() {
     match MODE.with(Cell::get) {
@@ -136,4 +170,4 @@ fn trap() -> ! {
     panic!("test-faults: trap")
 }
 
-myelin_sdk::export_plugin!(TestFaults: SpamChecker, PasswordAuthProvider);
+myelin_sdk::export_plugin!(TestFaults: SpamChecker, PasswordAuthProvider, SsoMappingProvider);

@@ -14,6 +14,7 @@ use std::{
 };
 
 use axum::extract::State;
+use myelin_plugin_api::Interested;
 use parking_lot::Mutex;
 use ruma::{
     OwnedDeviceId, OwnedRoomId, OwnedUserId, UserId,
@@ -402,10 +403,26 @@ impl SyncRequest<'_> {
             .storage
             .presence_since(since_position, now.get(Stream::Presence))
             .await?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Presence routers (`get_interested_users`) add users beyond the
+        // room-mates; asked only when presence moved and a plugin routes.
+        let plugins = self.state.plugins.current();
+        let routed = if plugins.routes_presence() {
+            plugins.get_interested_users(self.user.as_str()).await
+        } else {
+            None
+        };
+        let interested = |user_id: &str| match &routed {
+            Some(Interested::All) => true,
+            Some(Interested::Users(users)) => users.iter().any(|u| u == user_id),
+            None => false,
+        };
         let now_ms = crate::storage::now_ms();
         Ok(rows
             .into_iter()
-            .filter(|row| sharing.contains(&row.user_id))
+            .filter(|row| sharing.contains(&row.user_id) || interested(&row.user_id))
             .filter(|row| {
                 filter
                     .senders

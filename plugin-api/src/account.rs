@@ -1,0 +1,108 @@
+//! The account validity and account data hook families, with Synapse's
+//! semantics: `is_user_expired` takes the first plugin that knows; the
+//! notifications reach every plugin that registered them, and their
+//! failures are only logged.
+
+use std::time::Instant;
+
+pub use crate::bindings::exports::myelin::plugin::{
+    account_data::DataCallback, account_validity::ValidityCallback,
+};
+use crate::{PluginSet, config::OnError, plugin::Plugin, stats::record};
+
+impl PluginSet {
+    pub fn wants_validity(&self, callback: ValidityCallback) -> bool {
+        self.plugins
+            .iter()
+            .any(|p| p.registered.validity.contains(&callback))
+    }
+
+    fn validity_plugins(&self, callback: ValidityCallback) -> impl Iterator<Item = &Plugin> {
+        self.plugins
+            .iter()
+            .filter(move |p| p.registered.validity.contains(&callback))
+    }
+
+    /// Whether the user's account has expired: the first plugin that
+    /// answers decides. A plugin that fails with `on_error: deny` counts as
+    /// "expired", since that refuses the request.
+    pub async fn is_user_expired(&self, user_id: &str) -> bool {
+        let callback = ValidityCallback::IsUserExpired;
+        for plugin in self.validity_plugins(callback) {
+            let started = Instant::now();
+            let answer = ask!(plugin, validity, call_is_user_expired(user_id));
+            record(
+                plugin,
+                callback.into(),
+                started,
+                &answer,
+                answer != Ok(Some(true)),
+            );
+            match answer {
+                Ok(Some(expired)) => return expired,
+                Ok(None) => {}
+                Err(_) if plugin.on_error == OnError::Allow => {}
+                Err(_) => return true,
+            }
+        }
+        false
+    }
+
+    pub async fn on_user_registration(&self, user_id: &str) {
+        let callback = ValidityCallback::OnUserRegistration;
+        for plugin in self.validity_plugins(callback) {
+            let started = Instant::now();
+            let answer = ask!(plugin, validity, call_on_user_registration(user_id));
+            record(plugin, callback.into(), started, &answer, true);
+        }
+    }
+
+    pub async fn on_user_login(
+        &self,
+        user_id: &str,
+        auth_provider_type: Option<&str>,
+        auth_provider_id: Option<&str>,
+    ) {
+        let callback = ValidityCallback::OnUserLogin;
+        for plugin in self.validity_plugins(callback) {
+            let started = Instant::now();
+            let answer = ask!(
+                plugin,
+                validity,
+                call_on_user_login(user_id, auth_provider_type, auth_provider_id)
+            );
+            record(plugin, callback.into(), started, &answer, true);
+        }
+    }
+
+    pub fn wants_account_data_updates(&self) -> bool {
+        self.plugins.iter().any(|p| {
+            p.registered
+                .account_data
+                .contains(&DataCallback::OnAccountDataUpdated)
+        })
+    }
+
+    /// After a user's account data changed (`content` is JSON).
+    pub async fn on_account_data_updated(
+        &self,
+        user_id: &str,
+        room_id: Option<&str>,
+        data_type: &str,
+        content: &str,
+    ) {
+        let callback = DataCallback::OnAccountDataUpdated;
+        for plugin in &self.plugins {
+            if !plugin.registered.account_data.contains(&callback) {
+                continue;
+            }
+            let started = Instant::now();
+            let answer = ask!(
+                plugin,
+                account_data,
+                call_on_account_data_updated(user_id, room_id, data_type, content)
+            );
+            record(plugin, callback.into(), started, &answer, true);
+        }
+    }
+}
