@@ -8,7 +8,9 @@ use std::time::Instant;
 pub use crate::bindings::exports::myelin::plugin::{
     account_data::DataCallback, account_validity::ValidityCallback,
 };
-use crate::{PluginSet, config::OnError, plugin::Plugin, stats::record};
+use crate::{
+    PluginSet, config::OnError, password_auth::PluginFailed, plugin::Plugin, stats::record,
+};
 
 impl PluginSet {
     pub fn wants_validity(&self, callback: ValidityCallback) -> bool {
@@ -24,9 +26,9 @@ impl PluginSet {
     }
 
     /// Whether the user's account has expired: the first plugin that
-    /// answers decides. A plugin that fails with `on_error: deny` counts as
-    /// "expired", since that refuses the request.
-    pub async fn is_user_expired(&self, user_id: &str) -> bool {
+    /// answers decides. A plugin that fails with `on_error: deny` refuses
+    /// the request (`Err`).
+    pub async fn is_user_expired(&self, user_id: &str) -> Result<bool, PluginFailed> {
         let callback = ValidityCallback::IsUserExpired;
         for plugin in self.validity_plugins(callback) {
             let started = Instant::now();
@@ -39,13 +41,13 @@ impl PluginSet {
                 answer != Ok(Some(true)),
             );
             match answer {
-                Ok(Some(expired)) => return expired,
+                Ok(Some(expired)) => return Ok(expired),
                 Ok(None) => {}
                 Err(_) if plugin.on_error == OnError::Allow => {}
-                Err(_) => return true,
+                Err(_) => return Err(PluginFailed),
             }
         }
-        false
+        Ok(false)
     }
 
     pub async fn on_user_registration(&self, user_id: &str) {

@@ -559,7 +559,9 @@ async fn a_trapping_expiry_check_with_on_error_deny_refuses_requests() {
         let refused = server
             .get(&format!("{C}/sync?timeout=0"), Some(&alice.token))
             .await;
+        // The generic "a server plugin failed", not "expired".
         assert_eq!(refused.0, 403, "{}", refused.1);
+        assert_eq!(refused.1["errcode"], "M_FORBIDDEN", "{}", refused.1);
     }
     ok(server
         .request(

@@ -234,6 +234,9 @@ async fn send_server_notice(state: &AppState, user: &UserId, content: Value) -> 
             ..NewUser::default()
         })
         .await?;
+    if created {
+        super::plugin_hooks::user_registered(state, system.as_str()).await;
+    }
     if created && config.system_mxid_avatar_url.is_some() {
         let profile = Profile {
             displayname: config.system_mxid_display_name.clone(),

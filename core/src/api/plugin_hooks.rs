@@ -21,13 +21,14 @@ pub async fn refuse_expired(state: &AppState, session: &Session) -> ApiResult<()
     if !plugins.wants_validity(ValidityCallback::IsUserExpired) {
         return Ok(());
     }
-    if plugins.is_user_expired(session.user_id.as_str()).await {
-        return Err(super::plugins::refusal(
+    match plugins.is_user_expired(session.user_id.as_str()).await {
+        Ok(false) => Ok(()),
+        Ok(true) => Err(super::plugins::refusal(
             EXPIRED_ACCOUNT,
             "User account has expired",
-        ));
+        )),
+        Err(_) => Err(super::plugins::failed_plugin()),
     }
-    Ok(())
 }
 
 /// Whether a request path is one an expired user may still use: logging

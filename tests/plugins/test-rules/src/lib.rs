@@ -14,17 +14,52 @@
 //! * `on_create_room`: a room named `forbidden` is refused
 //!   (`M_RULES_NO_ROOM`); any other gets the topic `set by rules`.
 //! * `check_visibility_can_be_modified`: publishing is refused.
+//!
+//! Configuration (for `bench/rules-overhead.sh`): `{"replace_all": true}`
+//! replaces every message's body by its upper-case form;
+//! `{"register": ["on_new_event", ...]}` registers only the callbacks named
+//! (default: all four).
+
+use std::sync::OnceLock;
 
 use myelin_sdk::{
     ActionError, Callback, Event, EventDecision, Plugin, Rejection, RulesCallback, ThirdPartyRules,
     actions, log,
     serde_json::{self, json},
 };
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    #[serde(default)]
+    replace_all: bool,
+    register: Option<Vec<String>>,
+}
+
+static CONFIG: OnceLock<Config> = OnceLock::new();
+
+const ALL: [(&str, RulesCallback); 4] = [
+    ("check_event_allowed", RulesCallback::CheckEventAllowed),
+    ("on_new_event", RulesCallback::OnNewEvent),
+    ("on_create_room", RulesCallback::OnCreateRoom),
+    (
+        "check_visibility_can_be_modified",
+        RulesCallback::CheckVisibilityCanBeModified,
+    ),
+];
 
 struct TestRules;
 
 impl Plugin for TestRules {
-    fn init(_config: &str) -> Result<Vec<Callback>, String> {
+    fn init(config: &str) -> Result<Vec<Callback>, String> {
+        let config: Config = myelin_sdk::parse_config(config)?;
+        if let Some(names) = &config.register
+            && let Some(unknown) = names.iter().find(|n| !ALL.iter().any(|(a, _)| a == n))
+        {
+            return Err(format!("unknown callback {unknown}"));
+        }
+        CONFIG.get_or_init(|| config);
         Ok(Vec::new())
     }
 }
@@ -46,15 +81,21 @@ fn errcode(err: ActionError) -> String {
 
 impl ThirdPartyRules for TestRules {
     fn register() -> Vec<RulesCallback> {
-        vec![
-            RulesCallback::CheckEventAllowed,
-            RulesCallback::OnNewEvent,
-            RulesCallback::OnCreateRoom,
-            RulesCallback::CheckVisibilityCanBeModified,
-        ]
+        let wanted = CONFIG.get().and_then(|c| c.register.as_ref());
+        ALL.iter()
+            .filter(|(name, _)| wanted.is_none_or(|w| w.iter().any(|n| n == name)))
+            .map(|(_, callback)| *callback)
+            .collect()
     }
 
     fn check_event_allowed(event: &Event) -> EventDecision {
+        if CONFIG.get().is_some_and(|c| c.replace_all)
+            && let Some(body) = body(event)
+        {
+            let mut content = event.content_json();
+            content["body"] = body.to_uppercase().into();
+            return EventDecision::replace_content(event, &content);
+        }
         match body(event).as_deref() {
             Some("deny me") => {
                 EventDecision::Deny(Rejection::new("M_RULES_DENIED", "the rules say no"))
