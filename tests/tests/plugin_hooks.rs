@@ -146,6 +146,68 @@ fn jwt(localpart: &str) -> String {
     .unwrap()
 }
 
+/// The password auth provider callbacks without a login type of their own:
+/// a login naming an e-mail address, and the registration-name callbacks.
+async fn threepid_logins_and_registration_names(backend: Backend) {
+    let carol = mxid("carol");
+    let config = json!({
+        "threepid_users": { "carol@example.org": carol },
+        "registration_username_prefix": "p-",
+    });
+    let extra = "enable_registration: true\nenable_registration_without_verification: true\n";
+    let server = TestServer::start(backend, &hooks(config, extra)).await;
+
+    let threepid_login = |password: &'static str| {
+        json!({
+            "type": "m.login.password",
+            "identifier": { "type": "m.id.thirdparty", "medium": "email", "address": "Carol@Example.org" },
+            "password": password,
+        })
+    };
+    // The address is lower-cased before the plugin sees it; the user it
+    // names is created on this first login, with the plugin's display name.
+    let login = ok(server
+        .post(&format!("{C}/login"), None, threepid_login("open-sesame"))
+        .await);
+    assert_eq!(login["user_id"], carol);
+    let profile = ok(server
+        .get(&format!("{C}/profile/{}", enc(&carol)), None)
+        .await);
+    assert_eq!(profile["displayname"], "Known as carol@example.org");
+    let refused = server
+        .post(&format!("{C}/login"), None, threepid_login("wrong"))
+        .await;
+    assert_eq!(refused.0, 403, "{}", refused.1);
+    assert_eq!(refused.1["errcode"], "M_FORBIDDEN");
+    // An address no plugin knows: refused too (no local 3PIDs).
+    let unknown = server
+        .post(
+            &format!("{C}/login"),
+            None,
+            json!({
+                "type": "m.login.password",
+                "identifier": { "type": "m.id.thirdparty", "medium": "email", "address": "nobody@example.org" },
+                "password": "open-sesame",
+            }),
+        )
+        .await;
+    assert_eq!(unknown.0, 403, "{}", unknown.1);
+
+    // The plugin forces the localpart and the display name of a new user.
+    let registered = ok(server
+        .post(
+            &format!("{C}/register"),
+            None,
+            json!({"username": "dan", "password": PASSWORD, "auth": {"type": "m.login.dummy"}}),
+        )
+        .await);
+    assert_eq!(registered["user_id"], mxid("p-dan"));
+    let profile = ok(server
+        .get(&format!("{C}/profile/{}", enc(&mxid("p-dan"))), None)
+        .await);
+    assert_eq!(profile["displayname"], "Registered dan");
+}
+
 async fn registrations_and_logins_are_reported(backend: Backend) {
     let extra = format!(
         "enable_registration: true\nenable_registration_without_verification: true\njwt_config:\n  enabled: true\n  secret: \"{JWT_SECRET}\"\n  algorithm: HS256\n"
@@ -530,6 +592,7 @@ on_both_backends! {
     profile_changes => profile_changes_are_reported,
     deactivation => plugins_decide_deactivation,
     presence_routing => presence_is_routed_beyond_room_mates,
+    threepid_and_registration_names => threepid_logins_and_registration_names,
 }
 
 // ---------------------------------------------------------------------------

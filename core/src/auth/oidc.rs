@@ -939,3 +939,25 @@ mod pages {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `loginToken` works once, and not after its lifetime.
+    #[test]
+    fn login_tokens_are_single_use_and_expire() {
+        let oidc = Oidc::new(&[], "https://hs.example.org/", None).expect("no providers");
+        let token = oidc.issue_login_token("@a:hs", SsoLogin::default());
+        assert!(oidc.redeem_login_token(&token).is_some());
+        assert!(oidc.redeem_login_token(&token).is_none(), "used twice");
+
+        let stale = oidc.issue_login_token("@a:hs", SsoLogin::default());
+        oidc.login_tokens
+            .lock()
+            .get_mut(&stale)
+            .expect("issued")
+            .expires = Instant::now() - Duration::from_secs(1);
+        assert!(oidc.redeem_login_token(&stale).is_none(), "expired");
+    }
+}

@@ -23,14 +23,22 @@
 //!   `presence_follows`: `{user: [users whose presence they receive]}`.
 //!   With neither, the plugin does not route presence.
 //!
+//! * `threepid_users` (`{address: user_id}`): as a password auth provider,
+//!   `check_3pid_auth` vouches for these e-mail addresses' users with the
+//!   password `open-sesame` (and denies others).
+//! * `registration_username_prefix`: `get_username_for_registration`
+//!   answers the requested username with this prefix, and
+//!   `get_displayname_for_registration` `Registered <username>`.
+//!
 //! A refused action is logged as `action refused`.
 
 use std::{collections::BTreeMap, sync::OnceLock};
 
 use myelin_sdk::{
-    AccountDataCallbacks, AccountValidity, ActionError, Callback, DataCallback, InterestedUsers,
-    Plugin, PresenceRouter, PresenceState, RulesCallback, ThirdPartyRules, UserProfile,
-    ValidityCallback, actions, log,
+    AccountDataCallbacks, AccountValidity, ActionError, AuthCallback, AuthRegistration, AuthResult,
+    AuthenticatedUser, Callback, DataCallback, InterestedUsers, PasswordAuthProvider, Plugin,
+    PresenceRouter, PresenceState, RulesCallback, ThirdPartyRules, UserProfile, ValidityCallback,
+    actions, log,
     serde_json::{Value, json},
 };
 use serde::Deserialize;
@@ -51,6 +59,9 @@ struct Config {
     presence_watchers: Vec<String>,
     #[serde(default)]
     presence_follows: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    threepid_users: BTreeMap<String, String>,
+    registration_username_prefix: Option<String>,
 }
 
 fn default_watched() -> Vec<String> {
@@ -228,6 +239,48 @@ impl PresenceRouter for TestHooks {
     }
 }
 
+impl PasswordAuthProvider for TestHooks {
+    fn register() -> AuthRegistration {
+        let config = config();
+        let mut callbacks = Vec::new();
+        if !config.threepid_users.is_empty() {
+            callbacks.push(AuthCallback::CheckThreepidAuth);
+        }
+        if config.registration_username_prefix.is_some() {
+            callbacks.push(AuthCallback::GetUsernameForRegistration);
+            callbacks.push(AuthCallback::GetDisplaynameForRegistration);
+        }
+        AuthRegistration {
+            auth_checkers: Vec::new(),
+            callbacks,
+        }
+    }
+
+    fn check_threepid_auth(medium: &str, address: &str, password: &str) -> AuthResult {
+        match config().threepid_users.get(address) {
+            Some(user_id) if medium == "email" && password == "open-sesame" => {
+                AuthResult::Authenticated(AuthenticatedUser {
+                    user_id: user_id.clone(),
+                    display_name: Some(format!("Known as {address}")),
+                })
+            }
+            Some(_) => AuthResult::Denied,
+            None => AuthResult::NotHandled,
+        }
+    }
+
+    fn get_username_for_registration(_uia_results: &str, params: &str) -> Option<String> {
+        let prefix = config().registration_username_prefix.as_ref()?;
+        let params: Value = myelin_sdk::serde_json::from_str(params).ok()?;
+        Some(format!("{prefix}{}", params["username"].as_str()?))
+    }
+
+    fn get_displayname_for_registration(_uia_results: &str, params: &str) -> Option<String> {
+        let params: Value = myelin_sdk::serde_json::from_str(params).ok()?;
+        Some(format!("Registered {}", params["username"].as_str()?))
+    }
+}
+
 #[cfg(target_arch = "wasm32")]
 fn trap() -> ! {
     core::arch::wasm32::unreachable()
@@ -240,6 +293,7 @@ fn trap() -> ! {
 
 myelin_sdk::export_plugin!(
     TestHooks: AccountValidity,
+    PasswordAuthProvider,
     AccountDataCallbacks,
     ThirdPartyRules,
     PresenceRouter
