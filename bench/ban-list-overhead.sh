@@ -6,7 +6,8 @@
 # Usage: bench/ban-list-overhead.sh [extra myelin-bench args]
 #   RULES (default 200: 3/4 literal user IDs, the rest user and server
 #   globs), ROUNDS (default 3), REFRESH (the plugin's refresh_seconds,
-#   default 5).
+#   default 5), WITH_AUTO_ACCEPT=1 to load plugins/auto-accept-invite
+#   alongside (issue 9's "both loaded" figure).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/myelin-target}"
@@ -14,9 +15,15 @@ RULES="${RULES:-200}"
 ROUNDS="${ROUNDS:-3}"
 REFRESH="${REFRESH:-5}"
 cargo build --release -p myelin -p myelin-bench
-cargo build --release --target wasm32-wasip2 -p ban-list
+cargo build --release --target wasm32-wasip2 -p ban-list -p auto-accept-invite
 BIN="$CARGO_TARGET_DIR/release"
 WASM="$CARGO_TARGET_DIR/wasm32-wasip2/release/ban_list.wasm"
+AUTO_ACCEPT=
+if [[ "${WITH_AUTO_ACCEPT:-0}" == 1 ]]; then
+  AUTO_ACCEPT="  - module: \"$CARGO_TARGET_DIR/wasm32-wasip2/release/auto_accept_invite.wasm\"
+    grants: {actions: true}
+    limits: {timeout_ms: 1000}"
+fi
 DIR="$(mktemp -d)"; PID=
 trap '[ -n "$PID" ] && kill $PID 2>/dev/null; rm -rf "$DIR"' EXIT
 PORT=18009
@@ -80,12 +87,13 @@ for round in $(seq 1 "$ROUNDS"); do
   echo "=== round $round: without plugins"
   echo "modules: []" > "$DIR/modules.yaml"; reload
   bench "$@"
-  echo "=== round $round: with ban-list"
+  echo "=== round $round: with ban-list${AUTO_ACCEPT:+ and auto-accept-invite}"
   cat > "$DIR/modules.yaml" <<YAML
 modules:
   - module: "$WASM"
     config: {policy_rooms: ["$ROOM"], refresh_seconds: $REFRESH}
     grants: {queries: true}
+$AUTO_ACCEPT
 YAML
   reload
   bench "$@"
