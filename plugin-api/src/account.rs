@@ -52,11 +52,12 @@ impl PluginSet {
 
     pub async fn on_user_registration(&self, user_id: &str) {
         let callback = ValidityCallback::OnUserRegistration;
-        for plugin in self.validity_plugins(callback) {
-            let started = Instant::now();
-            let answer = ask!(plugin, validity, call_on_user_registration(user_id));
-            record(plugin, callback.into(), started, &answer, true);
-        }
+        tell_each!(
+            self.validity_plugins(callback),
+            validity,
+            callback,
+            call_on_user_registration(user_id)
+        );
     }
 
     pub async fn on_user_login(
@@ -66,15 +67,12 @@ impl PluginSet {
         auth_provider_id: Option<&str>,
     ) {
         let callback = ValidityCallback::OnUserLogin;
-        for plugin in self.validity_plugins(callback) {
-            let started = Instant::now();
-            let answer = ask!(
-                plugin,
-                validity,
-                call_on_user_login(user_id, auth_provider_type, auth_provider_id)
-            );
-            record(plugin, callback.into(), started, &answer, true);
-        }
+        tell_each!(
+            self.validity_plugins(callback),
+            validity,
+            callback,
+            call_on_user_login(user_id, auth_provider_type, auth_provider_id)
+        );
     }
 
     pub fn wants_account_data_updates(&self) -> bool {
@@ -94,17 +92,13 @@ impl PluginSet {
         content: &str,
     ) {
         let callback = DataCallback::OnAccountDataUpdated;
-        for plugin in &self.plugins {
-            if !plugin.registered.account_data.contains(&callback) {
-                continue;
-            }
-            let started = Instant::now();
-            let answer = ask!(
-                plugin,
-                account_data,
-                call_on_account_data_updated(user_id, room_id, data_type, content)
-            );
-            record(plugin, callback.into(), started, &answer, true);
-        }
+        tell_each!(
+            self.plugins
+                .iter()
+                .filter(|p| p.registered.account_data.contains(&callback)),
+            account_data,
+            callback,
+            call_on_account_data_updated(user_id, room_id, data_type, content)
+        );
     }
 }

@@ -27,6 +27,19 @@ macro_rules! ask {
     }};
 }
 
+/// Tells each of `$plugins` of a notification callback (whose answer is
+/// nothing): failures are only logged and counted.
+macro_rules! tell_each {
+    ($plugins:expr, $export:ident, $callback:expr, $method:ident($($arg:expr),*)) => {{
+        let callback = $callback;
+        for plugin in $plugins {
+            let started = std::time::Instant::now();
+            let answer = ask!(plugin, $export, $method($($arg),*));
+            $crate::stats::record(plugin, callback.into(), started, &answer, true);
+        }
+    }};
+}
+
 pub mod account;
 mod bindings;
 pub mod config;

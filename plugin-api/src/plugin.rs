@@ -323,39 +323,33 @@ impl Plugin {
                 .map_err(|e| register_failed("password-auth", e))?;
             plugin.auth = AuthRegistration::from_wit(registration).map_err(fail)?;
         }
-        if let Some(rules) = &warm.rules {
-            let registered = rules
-                .call_register(&mut warm.store)
-                .await
-                .map_err(|e| register_failed("third-party-rules", e))?;
-            plugin.registered.rules = registered.into_iter().collect();
+        // Each optional interface's `register`: a list of callbacks, or
+        // (presence router, SSO mapping) whether the plugin serves it.
+        macro_rules! register {
+            ($export:ident, $interface:literal) => {
+                match &warm.$export {
+                    Some(guest) => Some(
+                        guest
+                            .call_register(&mut warm.store)
+                            .await
+                            .map_err(|e| register_failed($interface, e))?,
+                    ),
+                    None => None,
+                }
+            };
         }
-        if let Some(validity) = &warm.validity {
-            let registered = validity
-                .call_register(&mut warm.store)
-                .await
-                .map_err(|e| register_failed("account-validity", e))?;
-            plugin.registered.validity = registered.into_iter().collect();
+        let registered = &mut plugin.registered;
+        if let Some(callbacks) = register!(rules, "third-party-rules") {
+            registered.rules = callbacks.into_iter().collect();
         }
-        if let Some(account_data) = &warm.account_data {
-            let registered = account_data
-                .call_register(&mut warm.store)
-                .await
-                .map_err(|e| register_failed("account-data", e))?;
-            plugin.registered.account_data = registered.into_iter().collect();
+        if let Some(callbacks) = register!(validity, "account-validity") {
+            registered.validity = callbacks.into_iter().collect();
         }
-        if let Some(presence) = &warm.presence {
-            plugin.registered.presence_router = presence
-                .call_register(&mut warm.store)
-                .await
-                .map_err(|e| register_failed("presence-router", e))?;
+        if let Some(callbacks) = register!(account_data, "account-data") {
+            registered.account_data = callbacks.into_iter().collect();
         }
-        if let Some(mapping) = &warm.sso_mapping {
-            plugin.registered.sso_mapping = mapping
-                .call_register(&mut warm.store)
-                .await
-                .map_err(|e| register_failed("sso-mapping", e))?;
-        }
+        registered.presence_router = register!(presence, "presence-router").unwrap_or(false);
+        registered.sso_mapping = register!(sso_mapping, "sso-mapping").unwrap_or(false);
         plugin.pool.lock().push(warm);
         Ok(plugin)
     }

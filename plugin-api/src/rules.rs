@@ -63,17 +63,11 @@ macro_rules! all_agree {
     }};
 }
 
-/// Tells every plugin that registered a notification callback; failures
-/// are only logged and counted.
+/// Tells every plugin that registered a notification callback.
 macro_rules! tell_all {
-    ($set:expr, $callback:expr, $method:ident($($arg:expr),*)) => {{
-        let callback = $callback;
-        for plugin in $set.rule_plugins(callback) {
-            let started = Instant::now();
-            let answer = ask!(plugin, rules, $method($($arg),*));
-            record(plugin, callback.into(), started, &answer, true);
-        }
-    }};
+    ($set:expr, $callback:expr, $method:ident($($arg:expr),*)) => {
+        tell_each!($set.rule_plugins($callback), rules, $callback, $method($($arg),*))
+    };
 }
 
 /// The refusal a failed plugin causes, or `None` with `on_error: allow`.

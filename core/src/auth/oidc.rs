@@ -152,9 +152,13 @@ pub struct SsoSession {
 pub struct RemoteUser {
     /// The claims the templates see (ID token or userinfo, as Synapse).
     pub claims: Map<String, Value>,
-    /// The token response, for mapping plugins (`access_token`,
-    /// `token_type`, `id_token`), as Synapse hands modules the token.
-    pub token: Value,
+    /// The claims as JSON text, for mapping plugins (serialized once per
+    /// login, however often a plugin is asked).
+    pub userinfo: String,
+    /// The token response as JSON text, for mapping plugins
+    /// (`access_token`, `token_type`, `id_token`), as Synapse hands modules
+    /// the token.
+    pub token: String,
     /// The ID token's `sid`: the provider's session, which back-channel
     /// logout names.
     pub session_id: Option<String>,
@@ -395,9 +399,12 @@ impl OidcProvider {
             "access_token": token.access_token().secret(),
             "token_type": "Bearer",
             "id_token": token.id_token().map(|t| t.to_string()),
-        });
+        })
+        .to_string();
+        let userinfo = Value::Object(claims.clone()).to_string();
         Ok(RemoteUser {
             claims,
+            userinfo,
             token,
             session_id,
         })

@@ -24,7 +24,7 @@ use minijinja::context;
 use myelin_plugin_api::{Callback, MappingFailed};
 use openidconnect::url::{Url, form_urlencoded};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::auth_providers;
 use crate::{
@@ -424,11 +424,10 @@ pub async fn callback(State(state): State<AppState>, request: Request) -> Respon
     }
     let extra_attributes = match &provider.mapper {
         Mapper::Plugin(plugin) => {
-            let userinfo = Value::Object(remote.claims.clone()).to_string();
             state
                 .plugins
                 .current()
-                .sso_extra_attributes(plugin, &userinfo, &remote.token.to_string())
+                .sso_extra_attributes(plugin, &remote.userinfo, &remote.token)
                 .await
         }
         Mapper::Templates(_) => Default::default(),
@@ -596,15 +595,12 @@ async fn remote_user_id(
 ) -> Result<String, String> {
     match &provider.mapper {
         Mapper::Templates(templates) => templates.remote_user_id(&remote.claims),
-        Mapper::Plugin(plugin) => {
-            let userinfo = Value::Object(remote.claims.clone()).to_string();
-            state
-                .plugins
-                .current()
-                .sso_remote_user_id(plugin, &userinfo)
-                .await
-                .map_err(mapping_failure)
-        }
+        Mapper::Plugin(plugin) => state
+            .plugins
+            .current()
+            .sso_remote_user_id(plugin, &remote.userinfo)
+            .await
+            .map_err(mapping_failure),
     }
 }
 
@@ -619,11 +615,10 @@ async fn map_user_attributes(
     match &provider.mapper {
         Mapper::Templates(templates) => templates.map_user_attributes(&remote.claims, failures),
         Mapper::Plugin(plugin) => {
-            let userinfo = Value::Object(remote.claims.clone()).to_string();
             let attributes = state
                 .plugins
                 .current()
-                .sso_map_user_attributes(plugin, &userinfo, &remote.token.to_string(), failures)
+                .sso_map_user_attributes(plugin, &remote.userinfo, &remote.token, failures)
                 .await
                 .map_err(mapping_failure)?;
             Ok(MappedUser {
