@@ -60,13 +60,8 @@ impl PushGateway {
             resolver,
             include_content,
         });
-        let (jobs, mut queue) = mpsc::unbounded_channel::<PushJob>();
-        tokio::spawn(async move {
-            while let Some(job) = queue.recv().await {
-                let sender = sender.clone();
-                tokio::spawn(async move { sender.push(job).await });
-            }
-        });
+        let (jobs, queue) = mpsc::unbounded_channel::<PushJob>();
+        tokio::spawn(dispatch(sender, queue));
         Self { jobs }
     }
 
@@ -75,19 +70,43 @@ impl PushGateway {
     }
 }
 
-impl Sender {
-    async fn push(&self, job: PushJob) {
-        let pushers = match self.storage.pushers(&job.user_id).await {
+/// The most notifications whose users' pushers are read in one query.
+const DISPATCH_BATCH: usize = 512;
+
+/// Hands each notification to its user's HTTP pushers. Most users have
+/// none, so the pushers of a whole batch of notifications (every member an
+/// event notifies, and whatever else queued meanwhile) are read in one query.
+async fn dispatch(sender: Arc<Sender>, mut queue: mpsc::UnboundedReceiver<PushJob>) {
+    let mut batch = Vec::with_capacity(DISPATCH_BATCH);
+    while queue.recv_many(&mut batch, DISPATCH_BATCH).await > 0 {
+        let mut users: Vec<&str> = batch.iter().map(|job| job.user_id.as_str()).collect();
+        users.sort_unstable();
+        users.dedup();
+        let mut pushers = match sender.storage.pushers_of(&users).await {
             Ok(pushers) => pushers,
             Err(err) => {
                 tracing::warn!(error = %err, "could not read pushers");
-                return;
+                batch.clear();
+                continue;
             }
         };
-        let pushers: Vec<PusherRow> = pushers.into_iter().filter(|p| p.kind == "http").collect();
-        if pushers.is_empty() {
-            return;
+        pushers.retain(|pusher| pusher.kind == "http");
+        for job in batch.drain(..) {
+            let theirs: Vec<PusherRow> = pushers
+                .iter()
+                .filter(|pusher| pusher.user_id == job.user_id)
+                .cloned()
+                .collect();
+            if !theirs.is_empty() {
+                let sender = sender.clone();
+                tokio::spawn(async move { sender.push(job, theirs).await });
+            }
         }
+    }
+}
+
+impl Sender {
+    async fn push(&self, job: PushJob, pushers: Vec<PusherRow>) {
         let unread = match self.storage.unread_counts(&job.user_id).await {
             Ok(counts) => {
                 let mut rooms: Vec<&String> = counts

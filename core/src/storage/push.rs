@@ -80,6 +80,9 @@ macro_rules! pusher_rows {
     };
 }
 
+/// Users per `IN (...)` list, well under every backend's parameter limit.
+const USERS_PER_QUERY: usize = 1_000;
+
 const PUSHER_COLUMNS: &str = "user_id, device_id, kind, app_id, pushkey, app_display_name,
     device_display_name, profile_tag, lang, data";
 
@@ -213,6 +216,27 @@ impl Storage {
                 .await?;
             Ok(())
         })
+    }
+
+    /// The pushers of any of these users, in one query.
+    pub async fn pushers_of(&self, user_ids: &[&str]) -> Result<Vec<PusherRow>> {
+        let mut rows = Vec::new();
+        for users in user_ids.chunks(USERS_PER_QUERY) {
+            read!(self, pool => {
+                let mut query = sqlx::QueryBuilder::new(format!(
+                    "SELECT {PUSHER_COLUMNS} FROM pushers WHERE user_id IN ("
+                ));
+                let mut list = query.separated(", ");
+                for user in users {
+                    list.push_bind(*user);
+                }
+                query.push(") ORDER BY created_ts");
+                let found = query.build().fetch_all(pool).await?;
+                let found: Result<Vec<PusherRow>> = pusher_rows!(found);
+                rows.extend(found?);
+            });
+        }
+        Ok(rows)
     }
 
     pub async fn pushers(&self, user_id: &str) -> Result<Vec<PusherRow>> {

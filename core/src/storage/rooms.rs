@@ -6,7 +6,10 @@
 //! new chain, so a look-up at any event reads at most that many groups.
 //! `current_state` mirrors the latest group for fast reads.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use sqlx::Row;
 
@@ -103,6 +106,43 @@ macro_rules! optional_stored_event {
 
 const EVENT_COLUMNS: &str = "event_id, json, stream_ordering, state_group, redacted_by";
 
+/// Rows per multi-row insert into `event_push_actions`: 9 parameters each,
+/// well under SQLite's limit of 32,766 parameters per statement.
+const PUSH_ACTIONS_PER_INSERT: usize = 1_000;
+
+/// A room ID and an event ID in it.
+type RoomEventId<'a> = (&'a str, &'a str);
+
+/// The batch's net change to its rooms' forward extremities, as
+/// `(added, removed)` pairs of room and event ID: an event that a later
+/// event of the same batch replaces is neither added nor removed.
+fn extremity_changes(batch: &[EventWrite]) -> (Vec<RoomEventId<'_>>, Vec<RoomEventId<'_>>) {
+    let replaced: HashSet<(&str, &str)> = batch
+        .iter()
+        .flat_map(|write| {
+            let room_id = write.pdu.room_id.as_str();
+            write
+                .replaces_extremities
+                .iter()
+                .map(move |old| (room_id, old.as_str()))
+        })
+        .collect();
+    let added: Vec<(&str, &str)> = batch
+        .iter()
+        .map(|write| (write.pdu.room_id.as_str(), write.pdu.event_id.as_str()))
+        .filter(|new| !replaced.contains(new))
+        .collect();
+    let in_batch: HashSet<&str> = batch
+        .iter()
+        .map(|write| write.pdu.event_id.as_str())
+        .collect();
+    let removed: Vec<(&str, &str)> = replaced
+        .into_iter()
+        .filter(|(_, event_id)| !in_batch.contains(event_id))
+        .collect();
+    (added, removed)
+}
+
 impl Storage {
     /// Writes a batch of accepted events in one transaction (one fsync for
     /// the lot); returns each event's stream ordering.
@@ -166,36 +206,6 @@ impl Storage {
                 .fetch_one(&mut *tx)
                 .await?;
                 orderings.push(ordering);
-                for action in &write.push_actions {
-                    sqlx::query(
-                        "INSERT INTO event_push_actions (user_id, room_id, event_id, stream_ordering,
-                             thread_id, notify, highlight, actions, ts)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                    )
-                    .bind(&action.user_id)
-                    .bind(pdu.room_id.as_str())
-                    .bind(pdu.event_id.as_str())
-                    .bind(ordering)
-                    .bind(&action.thread_id)
-                    .bind(action.notify)
-                    .bind(action.highlight)
-                    .bind(&action.actions)
-                    .bind(i64::from(pdu.origin_server_ts.get()))
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                for old in &write.replaces_extremities {
-                    sqlx::query("DELETE FROM forward_extremities WHERE room_id = $1 AND event_id = $2")
-                        .bind(pdu.room_id.as_str())
-                        .bind(old)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                sqlx::query("INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)")
-                    .bind(pdu.room_id.as_str())
-                    .bind(pdu.event_id.as_str())
-                    .execute(&mut *tx)
-                    .await?;
                 if let Some(state_key) = &pdu.state_key {
                     let membership = (pdu.kind.to_string() == "m.room.member")
                         .then(|| pdu.content_str("membership"))
@@ -232,19 +242,72 @@ impl Storage {
                         .execute(&mut *tx)
                         .await?;
                 }
-                if let Some((user, device, txn)) = &write.txn {
-                    sqlx::query(
-                        "INSERT INTO event_txns (room_id, user_id, device_id, txn_id, event_id)
-                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                    )
-                    .bind(pdu.room_id.as_str())
-                    .bind(user)
-                    .bind(device)
-                    .bind(txn)
-                    .bind(pdu.event_id.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-                }
+            }
+            // What the batch adds besides its events goes in one statement
+            // per table, not one per event: each statement is a round trip
+            // to the database's thread.
+            let (added, removed) = extremity_changes(batch);
+            if !removed.is_empty() {
+                let mut delete = sqlx::QueryBuilder::new(
+                    "DELETE FROM forward_extremities WHERE (room_id, event_id) IN (",
+                );
+                delete.push_values(&removed, |mut row, (room_id, event_id)| {
+                    row.push_bind(*room_id).push_bind(*event_id);
+                });
+                delete.push(")");
+                delete.build().execute(&mut *tx).await?;
+            }
+            if !added.is_empty() {
+                let mut insert =
+                    sqlx::QueryBuilder::new("INSERT INTO forward_extremities (room_id, event_id) ");
+                insert.push_values(&added, |mut row, (room_id, event_id)| {
+                    row.push_bind(*room_id).push_bind(*event_id);
+                });
+                insert.build().execute(&mut *tx).await?;
+            }
+            let txns: Vec<_> = batch
+                .iter()
+                .filter_map(|write| write.txn.as_ref().map(|txn| (&write.pdu, txn)))
+                .collect();
+            if !txns.is_empty() {
+                let mut insert = sqlx::QueryBuilder::new(
+                    "INSERT INTO event_txns (room_id, user_id, device_id, txn_id, event_id) ",
+                );
+                insert.push_values(&txns, |mut row, (pdu, (user, device, txn))| {
+                    row.push_bind(pdu.room_id.as_str())
+                        .push_bind(user)
+                        .push_bind(device)
+                        .push_bind(txn)
+                        .push_bind(pdu.event_id.as_str());
+                });
+                insert.push(" ON CONFLICT DO NOTHING");
+                insert.build().execute(&mut *tx).await?;
+            }
+            // Everyone the events notify (a room's every member, usually).
+            let actions: Vec<_> = batch
+                .iter()
+                .zip(&orderings)
+                .flat_map(|(write, ordering)| {
+                    write.push_actions.iter().map(move |action| (&write.pdu, *ordering, action))
+                })
+                .collect();
+            for actions in actions.chunks(PUSH_ACTIONS_PER_INSERT) {
+                let mut insert = sqlx::QueryBuilder::new(
+                    "INSERT INTO event_push_actions (user_id, room_id, event_id, stream_ordering,
+                         thread_id, notify, highlight, actions, ts) ",
+                );
+                insert.push_values(actions, |mut row, (pdu, ordering, action)| {
+                    row.push_bind(&action.user_id)
+                        .push_bind(pdu.room_id.as_str())
+                        .push_bind(pdu.event_id.as_str())
+                        .push_bind(*ordering)
+                        .push_bind(&action.thread_id)
+                        .push_bind(action.notify)
+                        .push_bind(action.highlight)
+                        .push_bind(&action.actions)
+                        .push_bind(i64::from(pdu.origin_server_ts.get()));
+                });
+                insert.build().execute(&mut *tx).await?;
             }
             tx.commit().await?;
             Ok(orderings)
