@@ -152,6 +152,50 @@ pub async fn deactivation_status_changed(
     }
 }
 
+/// `check_can_shutdown_room`, before an admin deletes a room: 403
+/// `M_FORBIDDEN` when a plugin refuses.
+pub async fn check_can_shutdown_room(
+    state: &AppState,
+    requester: &str,
+    room_id: &str,
+) -> ApiResult<()> {
+    let plugins = state.plugins.current();
+    if plugins.wants_rule(RulesCallback::CheckCanShutdownRoom)
+        && !plugins
+            .check_can_shutdown_room(Some(requester), room_id)
+            .await
+    {
+        return Err(MatrixError::forbidden("Shutdown of this room is forbidden"));
+    }
+    Ok(())
+}
+
+/// `on_add_user_third_party_identifier`, then the deprecated
+/// `on_threepid_bind` (Synapse calls both), after an identifier was bound
+/// to a local user.
+pub async fn threepid_added(state: &AppState, user_id: &str, medium: &str, address: &str) {
+    let plugins = state.plugins.current();
+    if plugins.wants_rule(RulesCallback::OnAddUserThirdPartyIdentifier) {
+        plugins
+            .on_add_user_third_party_identifier(user_id, medium, address)
+            .await;
+    }
+    if plugins.wants_rule(RulesCallback::OnThreepidBind) {
+        plugins.on_threepid_bind(user_id, medium, address).await;
+    }
+}
+
+/// `on_remove_user_third_party_identifier`, after an identifier was removed
+/// from a local user.
+pub async fn threepid_removed(state: &AppState, user_id: &str, medium: &str, address: &str) {
+    let plugins = state.plugins.current();
+    if plugins.wants_rule(RulesCallback::OnRemoveUserThirdPartyIdentifier) {
+        plugins
+            .on_remove_user_third_party_identifier(user_id, medium, address)
+            .await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

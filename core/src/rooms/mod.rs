@@ -15,6 +15,7 @@ pub mod filter;
 pub mod membership;
 pub mod pdu;
 pub mod power;
+mod purge;
 pub mod resolution;
 pub mod versions;
 pub mod visibility;

@@ -5,6 +5,7 @@
 //! drivers accept, and run against whichever pool is open.
 
 mod accounts;
+pub mod admin;
 mod aliases;
 mod device_auth_providers;
 mod devices;
@@ -17,6 +18,7 @@ mod plugin_kv;
 pub mod push;
 pub mod rooms;
 mod streams;
+pub mod threepids;
 mod tokens;
 pub mod user_data;
 

@@ -32,7 +32,7 @@ use crate::{
 const NONCE_LIFETIME: Duration = Duration::from_secs(60);
 
 /// User types Synapse accepts (`synapse.api.constants.UserTypes`).
-const USER_TYPES: &[&str] = &["support", "bot"];
+pub const USER_TYPES: &[&str] = &["support", "bot"];
 
 /// Outstanding nonces; each is good for one attempt within its lifetime.
 #[derive(Default)]

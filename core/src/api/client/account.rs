@@ -1,20 +1,27 @@
 //! The user's own account: `GET /account/whoami`, `POST /account/password`,
-//! `POST /account/deactivate`.
+//! `POST /account/deactivate`, and the deactivation the admin API shares.
 
 use axum::extract::State;
 use http::StatusCode;
-use ruma::api::{
-    client::{
-        account::{
-            ThirdPartyIdRemovalStatus, change_password::v3 as change_password_endpoint,
-            deactivate::v3 as deactivate_endpoint, whoami::v3 as whoami_endpoint,
+use ruma::{
+    RoomId, UserId,
+    api::{
+        client::{
+            account::{
+                ThirdPartyIdRemovalStatus, change_password::v3 as change_password_endpoint,
+                deactivate::v3 as deactivate_endpoint, whoami::v3 as whoami_endpoint,
+            },
+            uiaa::AuthType,
         },
-        uiaa::AuthType,
+        error::ErrorKind,
     },
-    error::ErrorKind,
 };
 
-use super::uia::{self, Subject};
+use super::{
+    membership::change_membership,
+    profile, threepids,
+    uia::{self, Subject},
+};
 use crate::{
     api::{
         error::{ApiResult, MatrixError},
@@ -23,6 +30,7 @@ use crate::{
     },
     auth::password,
     state::AppState,
+    storage::Profile,
 };
 
 /// `GET /_matrix/client/v3/account/whoami`
@@ -89,16 +97,64 @@ pub async fn deactivate(
         Subject::User(&session.user_id),
     )
     .await?;
-    let user_id = session.user_id.as_str();
-    // Third-party rules, as in Synapse: asked once the user proved who
-    // they are, told once it is done (the user's own request: not by an
-    // admin).
-    plugin_hooks::check_can_deactivate(&state, user_id, false).await?;
-    state.storage.deactivate_user(user_id).await?;
-    state.tokens.forget_user(user_id, None);
-    tracing::info!(%user_id, "deactivated account");
-    plugin_hooks::deactivation_status_changed(&state, user_id, true, false).await;
+    // The user's own request: not by an admin.
+    deactivate_account(&state, &session.user_id, false, req.body.erase).await?;
     Ok(RumaResponse(deactivate_endpoint::Response::new(
         ThirdPartyIdRemovalStatus::NoSupport,
     )))
+}
+
+/// Deactivates a local account, for the user's own request and for the
+/// admin API alike, in Synapse's order: the third-party rules plugins are
+/// asked (`check_can_deactivate_user`; 403 `M_FORBIDDEN` and nothing
+/// changes when one refuses), the user's third-party identifiers are
+/// removed (`on_remove_user_third_party_identifier` for each), the account
+/// is marked deactivated and its devices and tokens deleted, with `erase`
+/// the display name and avatar are cleared (`on_profile_update` with
+/// `deactivation`), the plugins are told
+/// (`on_user_deactivation_status_changed`), and the user leaves every room
+/// they are joined to, invited to or knocking on.
+pub(crate) async fn deactivate_account(
+    state: &AppState,
+    user: &UserId,
+    by_admin: bool,
+    erase: bool,
+) -> ApiResult<()> {
+    let user_id = user.as_str();
+    plugin_hooks::check_can_deactivate(state, user_id, by_admin).await?;
+    for threepid in state.storage.user_threepids(user_id).await? {
+        threepids::unbind(state, user_id, &threepid.medium, &threepid.address).await?;
+    }
+    state.storage.deactivate_user(user_id).await?;
+    state.tokens.forget_user(user_id, None);
+    if erase {
+        profile::save_profile(
+            state,
+            user,
+            &Profile::default(),
+            &["displayname", "avatar_url"],
+            Some(by_admin),
+            true,
+        )
+        .await?;
+    }
+    tracing::info!(%user_id, by_admin, erase, "deactivated account");
+    plugin_hooks::deactivation_status_changed(state, user_id, true, by_admin).await;
+    for membership in ["join", "invite", "knock"] {
+        for room_id in state
+            .storage
+            .rooms_with_membership(user_id, membership)
+            .await?
+        {
+            let Ok(room_id) = RoomId::parse(&room_id) else {
+                continue;
+            };
+            if let Err(err) =
+                change_membership(state, &room_id, user, user, "leave", None, None).await
+            {
+                tracing::warn!(%user_id, %room_id, error = ?err, "a deactivated user could not leave a room");
+            }
+        }
+    }
+    Ok(())
 }

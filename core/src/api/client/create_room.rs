@@ -14,7 +14,9 @@ use ruma::{
 };
 use serde_json::{Map, Value};
 
-use myelin_plugin_api::{RulesCallback, Verdict};
+use myelin_plugin_api::{Callback, RulesCallback, Verdict};
+
+use super::membership::spam_check_applies;
 
 use crate::{
     api::{
@@ -84,17 +86,21 @@ pub async fn create_room(
         "invite": body.invite,
         "is_direct": body.is_direct,
     });
-    check(
-        plugins
-            .user_may_create_room(user.as_str(), &request.to_string())
-            .await,
-    )?;
-    for invitee in &body.invite {
+    if spam_check_applies(&state, Callback::UserMayCreateRoom, &user).await? {
         check(
             plugins
-                .user_may_invite(user.as_str(), invitee.as_str(), "")
+                .user_may_create_room(user.as_str(), &request.to_string())
                 .await,
         )?;
+    }
+    if spam_check_applies(&state, Callback::UserMayInvite, &user).await? {
+        for invitee in &body.invite {
+            check(
+                plugins
+                    .user_may_invite(user.as_str(), invitee.as_str(), "")
+                    .await,
+            )?;
+        }
     }
     if is_public {
         check(plugins.user_may_publish_room(user.as_str(), "").await)?;

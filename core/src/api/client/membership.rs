@@ -37,6 +37,14 @@ pub async fn change_membership(
     reason: Option<&str>,
     extra: Option<Value>,
 ) -> ApiResult<OwnedEventId> {
+    // A room an admin blocked can only be left (Synapse's rule).
+    if !matches!(new_membership, "leave" | "ban")
+        && state.storage.is_room_blocked(room_id.as_str()).await?
+    {
+        return Err(MatrixError::forbidden(
+            "This room has been blocked on this server",
+        ));
+    }
     find_room(state, room_id).await?;
     let mut content = member_content(&state.storage, target, new_membership, reason).await?;
     if let (Some(content), Some(Value::Object(extra))) = (content.as_object_mut(), extra) {
@@ -74,13 +82,7 @@ pub async fn act_on_membership(
         "join" => check_join(state, room_id, sender).await?,
         "invite" => {
             check_local_user(state, target).await?;
-            check(
-                state
-                    .plugins
-                    .current()
-                    .user_may_invite(sender.as_str(), target.as_str(), room_id.as_str())
-                    .await,
-            )?;
+            check_invite(state, room_id, sender, target).await?;
         }
         "leave" | "ban" | "knock" => {}
         other => {
@@ -107,16 +109,48 @@ pub async fn resolve_room(state: &AppState, room: &RoomOrAliasId) -> ApiResult<O
     }
 }
 
-/// Asks the plugins whether `user` may join; server admins are not asked,
-/// as in Synapse.
+/// Whether the spam checkers are asked about `user`'s action: a plugin
+/// wants `callback`, and `user` is not a server admin (Synapse asks nothing
+/// about admins' joins, invites and room creations).
+pub(super) async fn spam_check_applies(
+    state: &AppState,
+    callback: Callback,
+    user: &UserId,
+) -> ApiResult<bool> {
+    if !state.plugins.current().wants(callback) {
+        return Ok(false);
+    }
+    let is_admin = state
+        .storage
+        .user(user.as_str())
+        .await?
+        .is_some_and(|u| u.is_admin);
+    Ok(!is_admin)
+}
+
+/// Asks the plugins whether `user` may invite `target`; server admins are
+/// not asked.
+async fn check_invite(
+    state: &AppState,
+    room_id: &RoomId,
+    user: &UserId,
+    target: &UserId,
+) -> ApiResult<()> {
+    if !spam_check_applies(state, Callback::UserMayInvite, user).await? {
+        return Ok(());
+    }
+    check(
+        state
+            .plugins
+            .current()
+            .user_may_invite(user.as_str(), target.as_str(), room_id.as_str())
+            .await,
+    )
+}
+
+/// Asks the plugins whether `user` may join; server admins are not asked.
 async fn check_join(state: &AppState, room_id: &RoomId, user: &UserId) -> ApiResult<()> {
-    if !state.plugins.current().wants(Callback::UserMayJoinRoom)
-        || state
-            .storage
-            .user(user.as_str())
-            .await?
-            .is_some_and(|u| u.is_admin)
-    {
+    if !spam_check_applies(state, Callback::UserMayJoinRoom, user).await? {
         return Ok(());
     }
     let is_invited = membership(state, room_id, user).await? == "invite";
@@ -225,14 +259,7 @@ pub async fn invite(
     };
     let target = &invitee.user_id;
     check_local_user(&state, target).await?;
-    let room_id = &req.body.room_id;
-    check(
-        state
-            .plugins
-            .current()
-            .user_may_invite(user.as_str(), target.as_str(), room_id.as_str())
-            .await,
-    )?;
+    check_invite(&state, &req.body.room_id, user, target).await?;
     change_membership(
         &state,
         &req.body.room_id,

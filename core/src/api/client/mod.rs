@@ -23,6 +23,7 @@ pub mod room_access;
 pub mod session;
 pub mod sso;
 pub mod sync;
+pub mod threepids;
 pub mod timeline;
 pub mod to_device;
 pub mod typing;
@@ -61,6 +62,8 @@ pub fn router() -> Router<AppState> {
         .endpoint::<acct::whoami::v3::Request, _, _>(account::whoami)
         .endpoint::<acct::change_password::v3::Request, _, _>(account::change_password)
         .endpoint::<acct::deactivate::v3::Request, _, _>(account::deactivate)
+        .endpoint::<acct::get_3pids::v3::Request, _, _>(threepids::get_threepids)
+        .endpoint::<acct::delete_3pid::v3::Request, _, _>(threepids::delete_threepid)
         .endpoint::<device::get_devices::v3::Request, _, _>(devices::get_devices)
         .endpoint::<device::get_device::v3::Request, _, _>(devices::get_device)
         .endpoint::<device::update_device::v3::Request, _, _>(devices::update_device)

@@ -81,14 +81,14 @@ pub async fn set_field(
         ));
     }
     let mut profile = profile_of(&state, user).await?;
-    let (field, value) = match &req.body.value {
+    let field = match &req.body.value {
         ProfileFieldValue::DisplayName(name) => {
             profile.displayname = Some(name.clone()).filter(|n| !n.is_empty());
-            ("displayname", profile.displayname.clone())
+            "displayname"
         }
         ProfileFieldValue::AvatarUrl(url) => {
             profile.avatar_url = Some(url.to_string()).filter(|u| !u.is_empty());
-            ("avatar_url", profile.avatar_url.clone())
+            "avatar_url"
         }
         _ => {
             return Err(MatrixError::bad_json(
@@ -96,20 +96,41 @@ pub async fn set_field(
             ));
         }
     };
-    state.storage.set_profile(user.as_str(), &profile).await?;
+    save_profile(&state, user, &profile, &[field], None, false).await?;
+    Ok(RumaResponse(set_profile_field::Response::new()))
+}
+
+/// Stores a local user's new profile, tells the plugins
+/// (`on_profile_update`; `by_admin` is looked up when `None`: whether the
+/// user is a server admin, Synapse's meaning), then sends the changed
+/// `fields` (`displayname`, `avatar_url`) to every room the user is joined
+/// to. One room refusing the change (e.g. a power-level rule) does not undo
+/// the profile or the other rooms.
+pub(crate) async fn save_profile(
+    state: &AppState,
+    user: &UserId,
+    profile: &Profile,
+    fields: &[&str],
+    by_admin: Option<bool>,
+    deactivation: bool,
+) -> ApiResult<()> {
+    state.storage.set_profile(user.as_str(), profile).await?;
     // As in Synapse: plugins hear of the new profile before it reaches the
-    // rooms; `by_admin` is whether the requester is a server admin.
+    // rooms.
     if state
         .plugins
         .current()
         .wants_rule(RulesCallback::OnProfileUpdate)
     {
-        let by_admin = state
-            .storage
-            .user(user.as_str())
-            .await?
-            .is_some_and(|u| u.is_admin);
-        plugin_hooks::profile_updated(&state, user.as_str(), &profile, by_admin, false).await;
+        let by_admin = match by_admin {
+            Some(by_admin) => by_admin,
+            None => state
+                .storage
+                .user(user.as_str())
+                .await?
+                .is_some_and(|u| u.is_admin),
+        };
+        plugin_hooks::profile_updated(state, user.as_str(), profile, by_admin, deactivation).await;
     }
 
     for room_id in state
@@ -128,15 +149,20 @@ pub async fn set_field(
             continue;
         };
         let mut content = current.pdu.content_value();
-        match &value {
-            Some(value) => content[field] = Value::String(value.clone()),
-            None => {
-                content.as_object_mut().map(|c| c.remove(field));
+        for field in fields {
+            let value = match *field {
+                "displayname" => &profile.displayname,
+                "avatar_url" => &profile.avatar_url,
+                _ => continue,
+            };
+            match value {
+                Some(value) => content[*field] = Value::String(value.clone()),
+                None => {
+                    content.as_object_mut().map(|c| c.remove(*field));
+                }
             }
         }
         let draft = EventDraft::state("m.room.member", user.as_str(), content);
-        // One room refusing the change (e.g. a power-level rule) does not
-        // undo the profile or the other rooms.
         if let Err(err) = state
             .rooms
             .with_room(&room_id, async |room| room.append(user, &draft, None).await)
@@ -145,7 +171,7 @@ pub async fn set_field(
             tracing::warn!(%room_id, error = %err, "could not update member event after a profile change");
         }
     }
-    Ok(RumaResponse(set_profile_field::Response::new()))
+    Ok(())
 }
 
 /// `POST /user_directory/search`

@@ -18,7 +18,7 @@ use ruma::{
             logout_all::v3 as logout_all_endpoint,
             refresh_token::v3 as refresh_endpoint,
         },
-        uiaa::UserIdentifier,
+        uiaa::{MatrixUserIdentifier, UserIdentifier},
     },
 };
 
@@ -221,7 +221,8 @@ async fn password_login(
     let named = match (&credentials.identifier, &credentials.user) {
         (Some(UserIdentifier::Matrix(id)), _) => id.user.clone(),
         (Some(identifier), _) => {
-            return threepid_login(state, identifier, &credentials.password, request_info).await;
+            return threepid_login(state, identifier, &credentials.password, data, request_info)
+                .await;
         }
         (None, Some(user)) => user.clone(),
         (None, None) => return Err(MatrixError::missing_param("Missing identifier")),
@@ -279,12 +280,15 @@ async fn password_login(
     Ok(user)
 }
 
-/// A password login naming a third-party identifier: only plugins
-/// (`check_3pid_auth`) can answer it, since no identifiers are bound here.
+/// A password login naming a third-party identifier, in Synapse's order:
+/// the plugins (`check_3pid_auth`) first; if none vouches for the user, the
+/// identifiers bound on this server (`user_threepids`) name the user, whose
+/// password is then checked as for `m.id.user`.
 async fn threepid_login(
     state: &AppState,
     identifier: &UserIdentifier,
     password: &str,
+    data: &serde_json::Map<String, serde_json::Value>,
     request_info: (Option<String>, String),
 ) -> ApiResult<UserRecord> {
     let Some((medium, address)) = identifier.as_third_party_id() else {
@@ -304,13 +308,25 @@ async fn threepid_login(
         .current()
         .check_threepid_auth(medium.as_str(), &address, password)
         .await;
-    match outcome {
-        AuthOutcome::Authenticated {
-            user_id,
-            display_name,
-        } => auth_providers::provision_user(state, &user_id, display_name, request_info).await,
-        AuthOutcome::NotHandled | AuthOutcome::Denied => Err(invalid_credentials()),
+    if let AuthOutcome::Authenticated {
+        user_id,
+        display_name,
+    } = outcome
+    {
+        return auth_providers::provision_user(state, &user_id, display_name, request_info).await;
     }
+    let Some(user_id) = state
+        .storage
+        .user_by_threepid(medium.as_str(), &address)
+        .await?
+    else {
+        return Err(invalid_credentials());
+    };
+    let credentials = Password::new(
+        UserIdentifier::Matrix(MatrixUserIdentifier::new(user_id)),
+        password.to_owned(),
+    );
+    Box::pin(password_login(state, &credentials, data, request_info)).await
 }
 
 /// A login type a plugin registered: its checkers are asked in order, and

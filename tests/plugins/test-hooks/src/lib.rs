@@ -19,6 +19,14 @@
 //! * `deactivation_observer`: `on_user_deactivation_status_changed` sets
 //!   this user's `com.example.deactivated` to `{"user_id", "deactivated",
 //!   "by_admin"}` (the deactivated user's own account data is out of reach).
+//! * `shutdown_forbidden_for`: `check_can_shutdown_room` refuses room
+//!   deletions these admins ask for.
+//! * `rules_observer`: every call of `check_can_shutdown_room`,
+//!   `check_can_deactivate_user`, `on_user_deactivation_status_changed`,
+//!   `on_add_user_third_party_identifier`,
+//!   `on_remove_user_third_party_identifier` and `on_threepid_bind` is
+//!   appended, in order, to this user's `com.example.rules_log`
+//!   (`{"calls": [{"callback", ...arguments}]}`).
 //! * `presence_watchers`: users who receive everyone's presence (`all`);
 //!   `presence_follows`: `{user: [users whose presence they receive]}`.
 //!   With neither, the plugin does not route presence.
@@ -56,6 +64,9 @@ struct Config {
     undeactivatable_users: Vec<String>,
     deactivation_observer: Option<String>,
     #[serde(default)]
+    shutdown_forbidden_for: Vec<String>,
+    rules_observer: Option<String>,
+    #[serde(default)]
     presence_watchers: Vec<String>,
     #[serde(default)]
     presence_follows: BTreeMap<String, Vec<String>>,
@@ -84,6 +95,22 @@ fn record(user_id: &str, data_type: &str, content: Value) {
         };
         log::error(format!("action refused: {data_type} for {user_id}: {why}"));
     }
+}
+
+/// Appends a call to the rules observer's `com.example.rules_log`.
+fn log_call(call: Value) {
+    let Some(observer) = &config().rules_observer else {
+        return;
+    };
+    const KIND: &str = "com.example.rules_log";
+    let mut log = match actions::account_data(observer, None, KIND) {
+        Ok(Some(log)) => log,
+        _ => json!({ "calls": [] }),
+    };
+    if let Some(calls) = log["calls"].as_array_mut() {
+        calls.push(call);
+    }
+    record(observer, KIND, log);
 }
 
 struct TestHooks;
@@ -167,11 +194,56 @@ impl ThirdPartyRules for TestHooks {
             RulesCallback::CheckCanDeactivateUser,
             RulesCallback::OnProfileUpdate,
             RulesCallback::OnUserDeactivationStatusChanged,
+            RulesCallback::CheckCanShutdownRoom,
+            RulesCallback::OnAddUserThirdPartyIdentifier,
+            RulesCallback::OnRemoveUserThirdPartyIdentifier,
+            RulesCallback::OnThreepidBind,
         ]
     }
 
-    fn check_can_deactivate_user(user_id: &str, _by_admin: bool) -> bool {
+    fn check_can_deactivate_user(user_id: &str, by_admin: bool) -> bool {
+        log_call(json!({
+            "callback": "check_can_deactivate_user",
+            "user_id": user_id,
+            "by_admin": by_admin,
+        }));
         !config().undeactivatable_users.iter().any(|u| u == user_id)
+    }
+
+    fn check_can_shutdown_room(user_id: Option<&str>, room_id: &str) -> bool {
+        log_call(json!({
+            "callback": "check_can_shutdown_room",
+            "user_id": user_id,
+            "room_id": room_id,
+        }));
+        !user_id.is_some_and(|u| config().shutdown_forbidden_for.iter().any(|f| f == u))
+    }
+
+    fn on_add_user_third_party_identifier(user_id: &str, medium: &str, address: &str) {
+        log_call(json!({
+            "callback": "on_add_user_third_party_identifier",
+            "user_id": user_id,
+            "medium": medium,
+            "address": address,
+        }));
+    }
+
+    fn on_remove_user_third_party_identifier(user_id: &str, medium: &str, address: &str) {
+        log_call(json!({
+            "callback": "on_remove_user_third_party_identifier",
+            "user_id": user_id,
+            "medium": medium,
+            "address": address,
+        }));
+    }
+
+    fn on_threepid_bind(user_id: &str, medium: &str, address: &str) {
+        log_call(json!({
+            "callback": "on_threepid_bind",
+            "user_id": user_id,
+            "medium": medium,
+            "address": address,
+        }));
     }
 
     fn on_profile_update(user_id: &str, profile: &UserProfile, by_admin: bool, deactivation: bool) {
@@ -188,6 +260,12 @@ impl ThirdPartyRules for TestHooks {
     }
 
     fn on_user_deactivation_status_changed(user_id: &str, deactivated: bool, by_admin: bool) {
+        log_call(json!({
+            "callback": "on_user_deactivation_status_changed",
+            "user_id": user_id,
+            "deactivated": deactivated,
+            "by_admin": by_admin,
+        }));
         if let Some(observer) = &config().deactivation_observer {
             record(
                 observer,
