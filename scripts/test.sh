@@ -96,7 +96,7 @@ export MYELIN_REQUIRE_BROWSER=1
 # Plugins are WebAssembly guests: the tests build them for wasm32-wasip2
 # themselves; linked natively, their component export names are not valid
 # symbol names.
-GUESTS=(--exclude spam-filter --exclude test-spam --exclude test-faults --exclude test-grants --exclude test-hooks --exclude test-rules --exclude test-future-contract --exclude auto-accept-invite --exclude minimal-spam --exclude sso-groups-mapping --exclude rest-auth --exclude ban-list)
+GUESTS=(--exclude spam-filter --exclude test-spam --exclude test-faults --exclude test-grants --exclude test-hooks --exclude test-rules --exclude test-future-contract --exclude auto-accept-invite --exclude minimal-spam --exclude sso-groups-mapping --exclude user-restrictions --exclude rest-auth --exclude ban-list)
 echo "==> building"
 cargo build --workspace "${GUESTS[@]}" --all-targets
 echo "==> testing (SQLite and PostgreSQL)"

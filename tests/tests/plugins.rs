@@ -910,3 +910,133 @@ async fn the_spam_filter_plugin_enforces_its_rules() {
     assert_error(&refused, 403, "M_FORBIDDEN");
     assert!(server.logs().contains("refused"), "refusals are logged");
 }
+
+/// The spam filter's `report`: each refusal is reported as an `m.notice`
+/// in the configured room, sent by the configured user through the
+/// `actions` grant and naming who, where and why. The reports (which
+/// quote the banned words) are not refused themselves, refusals in the
+/// report room are only logged (the check holds that room's lock), and the
+/// grant is required.
+async fn the_spam_filter_reports_refusals_to_a_room(backend: Backend) {
+    let server = TestServer::start(backend, "modules: []\n").await;
+    let extra = server.config_files[1].clone();
+    let (_, admin) = server.register_user("root", PASSWORD, true).await;
+    let (_, moderator) = server.register_user("moderator", PASSWORD, false).await;
+    let (bot_id, bot) = server.register_user("filter-bot", PASSWORD, false).await;
+    let (alice_id, alice) = server.register_user("alice", PASSWORD, false).await;
+    let (spammer_id, spammer) = server.register_user("spammer", PASSWORD, false).await;
+
+    let (_, created) = create_room(
+        &server,
+        &moderator,
+        json!({ "name": "moderation", "invite": [bot_id] }),
+    )
+    .await;
+    let moderation = created["room_id"].as_str().unwrap().to_owned();
+    let (status, body) = server
+        .post(
+            &format!("/_matrix/client/v3/join/{moderation}"),
+            Some(&bot),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, created) = create_room(&server, &alice, json!({ "preset": "public_chat" })).await;
+    let town = created["room_id"].as_str().unwrap().to_owned();
+
+    let filter = |grants: &str| {
+        format!(
+            "modules:\n{}",
+            module(
+                "spam-filter",
+                json!({
+                    "banned_words": ["viagra"],
+                    "blocked_users": ["@spam*:myelin.test"],
+                    "report": { "room_id": moderation, "sender": bot_id },
+                }),
+                &format!("{grants}    limits: {{timeout_ms: 5000}}\n"),
+            )
+        )
+    };
+    std::fs::write(&extra, filter("    grants: {actions: true}\n")).unwrap();
+    let (status, body) = server
+        .post("/_myelin/admin/v1/plugins/reload", Some(&admin), json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    let notices = async || -> Vec<(String, String)> {
+        let (status, page) = server
+            .get(
+                &format!("/_matrix/client/v3/rooms/{moderation}/messages?dir=f&limit=100"),
+                Some(&moderator),
+            )
+            .await;
+        assert_eq!(status, 200, "{page}");
+        page["chunk"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["content"]["msgtype"] == "m.notice")
+            .map(|e| {
+                (
+                    e["sender"].as_str().unwrap().to_owned(),
+                    e["content"]["body"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+
+    // A refused message is reported: the sender, the room and the reason.
+    let refused = send(&server, &alice, &town, "r1", "cheap viagra").await;
+    assert_error(&refused, 403, "M_FORBIDDEN");
+    let reports = notices().await;
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    let (sender, report) = &reports[0];
+    assert_eq!(sender, &bot_id);
+    for part in [alice_id.as_str(), town.as_str(), "banned word \"viagra\""] {
+        assert!(report.contains(part), "{part:?} not in {report:?}");
+    }
+
+    // So is a blocked user's room creation.
+    assert_eq!(create_room(&server, &spammer, json!({})).await.0, 403);
+    let reports = notices().await;
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    assert!(
+        reports[1].1.contains(&spammer_id) && reports[1].1.contains("room creation"),
+        "{reports:?}"
+    );
+
+    // A refusal in the report room itself is refused with the filter's own
+    // reason (no deadlock on the room's lock) and only logged.
+    let started = std::time::Instant::now();
+    let refused = send(&server, &moderator, &moderation, "r2", "viagra again").await;
+    assert_error(&refused, 403, "M_FORBIDDEN");
+    assert!(
+        refused.1["error"].as_str().unwrap().contains("banned word"),
+        "{}",
+        refused.1
+    );
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert_eq!(notices().await.len(), 2);
+    // Allowed messages are not reported.
+    assert_eq!(send(&server, &alice, &town, "r3", "hello").await.0, 200);
+    assert_eq!(notices().await.len(), 2);
+
+    // Without the `actions` grant, `report` is refused at start.
+    let (exited, stderr) = try_start(
+        &format!("server_name: \"{SERVER_NAME}\"\n{}", filter("")),
+        Duration::from_secs(30),
+    );
+    assert!(exited, "started without the actions grant:\n{stderr}");
+    assert!(stderr.contains("`actions` grant"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_spam_filter_reports_refusals_to_a_room_on_sqlite() {
+    the_spam_filter_reports_refusals_to_a_room(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_spam_filter_reports_refusals_to_a_room_on_postgres() {
+    the_spam_filter_reports_refusals_to_a_room(Backend::Postgres).await
+}

@@ -13,13 +13,27 @@
 //!   invites_per_hour: 20                    # per inviter; needs the kv grant
 //!   username_patterns: ['^admin', 'support'] # registrations refused
 //!   errcode: M_FORBIDDEN                    # for refused events
+//!   report:                                 # a notice per refusal
+//!     room_id: "!moderation:example.org"
+//!     sender: "@spam-filter:example.org"    # a local user joined there
 //! ```
 //!
-//! Every refusal is logged with its reason (target `myelin::plugin`).
+//! Every refusal is logged with its reason (target `myelin::plugin`). With
+//! `report`, each refusal is also reported as an `m.notice` in the room
+//! `room_id`, sent by `sender` through the `actions` grant, which `report`
+//! needs. The report is sent during the check, so the plugin's deadline
+//! (`limits.timeout_ms`) must cover sending a message. Events of `sender`
+//! in the report room are never refused (the reports name banned words),
+//! and refusals of events in the report room itself are only logged:
+//! sending there from a check that holds that room's lock would wait for
+//! the lock until the deadline.
 
 use std::{sync::OnceLock, time::SystemTime};
 
-use myelin_sdk::{Callback, Event, Plugin, RegistrationVerdict, SpamChecker, SpamVerdict, kv, log};
+use myelin_sdk::{
+    ActionError, Callback, Event, Plugin, RegistrationVerdict, SpamChecker, SpamVerdict, actions,
+    kv, log, serde_json::json,
+};
 use regex::Regex;
 use serde::Deserialize;
 
@@ -38,6 +52,15 @@ struct Config {
     #[serde(default)]
     username_patterns: Vec<String>,
     errcode: Option<String>,
+    report: Option<Report>,
+}
+
+/// Where refusals are reported.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Report {
+    room_id: String,
+    sender: String,
 }
 
 /// The configuration, compiled once per instance.
@@ -49,6 +72,7 @@ struct Filter {
     invites_per_hour: Option<u32>,
     usernames: Vec<Regex>,
     errcode: String,
+    report: Option<Report>,
 }
 
 static FILTER: OnceLock<Filter> = OnceLock::new();
@@ -103,9 +127,74 @@ impl Filter {
             .map(|p| format!("matches the banned pattern {:?}", p.as_str()))
     }
 
-    fn refuse(&self, what: &str, reason: String) -> SpamVerdict {
+    /// Refuses `what` (concerning `room`, if any) for `reason`: logged,
+    /// and reported to the report room if there is one.
+    fn refuse(&self, what: &str, room: Option<&str>, reason: String) -> SpamVerdict {
         log::warn(format!("refused {what}: {reason}"));
+        self.report(what, room, &reason);
         SpamVerdict::reject(self.errcode.clone(), reason)
+    }
+
+    /// Sends a notice of a refusal into the report room.
+    fn report(&self, what: &str, room: Option<&str>, reason: &str) {
+        let Some(report) = &self.report else {
+            return;
+        };
+        if room == Some(report.room_id.as_str()) {
+            // The check may be holding the report room's lock (an event
+            // sent there): a message sent now would wait for it.
+            return;
+        }
+        let content = json!({
+            "msgtype": "m.notice",
+            "body": format!("Spam filter refused {what}: {reason}"),
+        });
+        if let Err(err) = actions::send_event(
+            &report.sender,
+            &report.room_id,
+            "m.room.message",
+            None,
+            &content,
+        ) {
+            log::error(format!(
+                "could not report to {} as {}: {err:?}",
+                report.room_id, report.sender
+            ));
+        }
+    }
+
+    /// Whether `event` is one of the reports (or anything else the report
+    /// sender says in the report room), which is never refused.
+    fn is_report(&self, event: &Event) -> bool {
+        self.report
+            .as_ref()
+            .is_some_and(|r| event.sender == r.sender && event.room_id == r.room_id)
+    }
+}
+
+/// Checks the `report` section: the IDs' shape, and the `actions` grant
+/// (asked by reading the sender's account data, which changes nothing).
+fn check_report(report: &Report) -> Result<(), String> {
+    if !report.room_id.starts_with('!') || !report.room_id.contains(':') {
+        return Err(format!(
+            "report.room_id: {:?} is not a room ID (`!opaque:server`; aliases are not accepted)",
+            report.room_id
+        ));
+    }
+    if !report.sender.starts_with('@') || !report.sender.contains(':') {
+        return Err(format!(
+            "report.sender: {:?} is not a user ID",
+            report.sender
+        ));
+    }
+    match actions::account_data(&report.sender, None, "org.myelin.spam_filter.probe") {
+        Err(ActionError::NotGranted) => Err(
+            "report: sending reports needs the `actions` grant (grants: {actions: true})"
+                .to_owned(),
+        ),
+        // The server may not be running yet (the first load), or the user
+        // may not exist yet: reports will say so when they fail.
+        _ => Ok(()),
     }
 }
 
@@ -118,6 +207,9 @@ struct SpamFilter;
 impl Plugin for SpamFilter {
     fn init(config: &str) -> Result<Vec<Callback>, String> {
         let config: Config = myelin_sdk::parse_config(config)?;
+        if let Some(report) = &config.report {
+            check_report(report)?;
+        }
         let filter = Filter {
             words: config
                 .banned_words
@@ -130,6 +222,7 @@ impl Plugin for SpamFilter {
             invites_per_hour: config.invites_per_hour,
             usernames: compile(&config.username_patterns, "username_patterns")?,
             errcode: config.errcode.unwrap_or_else(|| "M_FORBIDDEN".to_owned()),
+            report: config.report,
         };
         FILTER.get_or_init(|| filter);
         Ok(vec![
@@ -145,9 +238,16 @@ impl Plugin for SpamFilter {
 impl SpamChecker for SpamFilter {
     fn check_event_for_spam(event: &Event) -> SpamVerdict {
         let filter = filter();
-        let what = format!("event {} from {}", event.event_id, event.sender);
+        if filter.is_report(event) {
+            return SpamVerdict::NotSpam;
+        }
+        let what = format!(
+            "an {} event from {} in {}",
+            event.event_type, event.sender, event.room_id
+        );
+        let room = Some(event.room_id.as_str());
         if let Some(reason) = filter.blocked(&event.sender) {
-            return filter.refuse(&what, reason);
+            return filter.refuse(&what, room, reason);
         }
         let field = match event.event_type.as_str() {
             "m.room.message" => "body",
@@ -159,16 +259,26 @@ impl SpamChecker for SpamFilter {
             .as_str()
             .and_then(|text| filter.banned_text(text))
         {
-            Some(reason) => filter.refuse(&what, format!("the {field} {reason}")),
+            Some(reason) => filter.refuse(&what, room, format!("the {field} {reason}")),
             None => SpamVerdict::NotSpam,
         }
     }
 
     fn user_may_invite(inviter: &str, invitee: &str, room_id: &str) -> SpamVerdict {
         let filter = filter();
-        let what = format!("invite of {invitee} by {inviter} to {room_id}");
+        // `room_id` is empty for the invites of `createRoom`.
+        let (what, room) = match room_id {
+            "" => (
+                format!("the invite of {invitee} by {inviter} to a new room"),
+                None,
+            ),
+            room => (
+                format!("the invite of {invitee} by {inviter} to {room}"),
+                Some(room),
+            ),
+        };
         if let Some(reason) = filter.blocked(inviter).or_else(|| filter.blocked(invitee)) {
-            return filter.refuse(&what, reason);
+            return filter.refuse(&what, room, reason);
         }
         let Some(limit) = filter.invites_per_hour else {
             return SpamVerdict::NotSpam;
@@ -196,6 +306,7 @@ impl SpamChecker for SpamFilter {
         if sent >= limit {
             return filter.refuse(
                 &what,
+                room,
                 format!("{inviter} has sent {sent} invites this hour"),
             );
         }
@@ -208,7 +319,11 @@ impl SpamChecker for SpamFilter {
     fn user_may_join_room(user_id: &str, room_id: &str, _is_invited: bool) -> SpamVerdict {
         let filter = filter();
         match filter.blocked(user_id) {
-            Some(reason) => filter.refuse(&format!("join of {user_id} to {room_id}"), reason),
+            Some(reason) => filter.refuse(
+                &format!("the join of {user_id} to {room_id}"),
+                Some(room_id),
+                reason,
+            ),
             None => SpamVerdict::NotSpam,
         }
     }
@@ -216,7 +331,7 @@ impl SpamChecker for SpamFilter {
     fn user_may_create_room(user_id: &str, _request: &str) -> SpamVerdict {
         let filter = filter();
         match filter.blocked(user_id) {
-            Some(reason) => filter.refuse(&format!("room creation by {user_id}"), reason),
+            Some(reason) => filter.refuse(&format!("a room creation by {user_id}"), None, reason),
             None => SpamVerdict::NotSpam,
         }
     }
@@ -233,10 +348,10 @@ impl SpamChecker for SpamFilter {
         };
         match filter.usernames.iter().find(|p| p.is_match(username)) {
             Some(pattern) => {
-                log::warn(format!(
-                    "refused the registration of {username:?}: matches {:?}",
-                    pattern.as_str()
-                ));
+                let what = format!("the registration of {username:?}");
+                let reason = format!("the username matches {:?}", pattern.as_str());
+                log::warn(format!("refused {what}: {reason}"));
+                filter.report(&what, None, &reason);
                 RegistrationVerdict::forbidden(format!("the username {username:?} is not allowed"))
             }
             None => RegistrationVerdict::Allow,
