@@ -1,7 +1,8 @@
 //! `/sync` and the live streams through the client API, on both backends:
 //! initial and incremental sync, long-polling, filters, typing, receipts,
 //! read markers, account data, tags, presence, send-to-device, push rules,
-//! notifications and unread counts, and the errors bad input gets.
+//! notifications and unread counts (per thread too), knocked and left
+//! rooms, and the errors bad input gets.
 
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,9 @@ on_both_backends! {
     account_data_tags_and_presence => account_data_tags_and_presence,
     to_device_messages_are_delivered_once => to_device_messages_are_delivered_once,
     push_rules_drive_notifications => push_rules_drive_notifications,
+    knocks_show_until_answered => knocks_show_until_answered,
+    include_leave_lists_left_rooms => include_leave_lists_left_rooms,
+    thread_notifications_are_counted_per_thread => thread_notifications_are_counted_per_thread,
 }
 
 const C: &str = "/_matrix/client/v3";
@@ -847,4 +851,462 @@ async fn push_rules_drive_notifications(backend: Backend) {
         pushers["pushers"][0]["data"]["url"],
         "https://gateway.example/_matrix/push/v1/notify"
     );
+}
+
+/// `/sync` with an inline filter, optionally incremental.
+async fn sync_filtered(
+    server: &TestServer,
+    user: &User,
+    filter: &Value,
+    since: Option<&str>,
+) -> Value {
+    let mut query = format!("filter={}", enc(&filter.to_string()));
+    if let Some(since) = since {
+        query.push_str(&format!("&since={}&timeout=0", enc(since)));
+    }
+    sync(server, user, &query).await
+}
+
+/// Whether a room is listed in a section of a sync response.
+fn listed(response: &Value, section: &str, room: &str) -> bool {
+    response["rooms"][section].get(room).is_some()
+}
+
+/// The sections of a sync response that list a room.
+fn sections_of(response: &Value, room: &str) -> Vec<&'static str> {
+    ["join", "invite", "knock", "leave"]
+        .into_iter()
+        .filter(|section| listed(response, section, room))
+        .collect()
+}
+
+async fn post_membership(server: &TestServer, user: &User, path: &str, body: Value) {
+    ok(server
+        .post(&format!("{C}/{path}"), Some(&user.token), body)
+        .await);
+}
+
+async fn knocks_show_until_answered(backend: Backend) {
+    let server = TestServer::start(backend, "").await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let carol = server.user("carol").await;
+    let dave = server.user("dave").await;
+    // Knocking needs room version 7 or later; the oldest and the newest.
+    for version in ["7", "12"] {
+        let room = create_room(
+            &server,
+            &alice,
+            json!({
+                "room_version": version,
+                "name": "Door",
+                "initial_state": [{
+                    "type": "m.room.join_rules", "state_key": "",
+                    "content": {"join_rule": "knock"}
+                }]
+            }),
+        )
+        .await;
+        let knocked = format!("knock/{}", enc(&room));
+        let since = next_batch(&sync(&server, &bob, "").await);
+        post_membership(&server, &bob, &knocked, json!({"reason": "let me in"})).await;
+
+        // Incremental and initial: under `knock`, with stripped state that
+        // holds the knock itself, the name and the join rules.
+        let update = sync_since(&server, &bob, &since).await;
+        let initial = sync(&server, &bob, "").await;
+        for response in [&update, &initial] {
+            assert_eq!(
+                sections_of(response, &room),
+                ["knock"],
+                "{version}: {response}"
+            );
+            let state = response["rooms"]["knock"][&room]["knock_state"]["events"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{response}"));
+            let find = |kind: &str, key: &str| {
+                state
+                    .iter()
+                    .find(|e| e["type"] == kind && e["state_key"] == key)
+                    .unwrap_or_else(|| panic!("{kind} in {response}"))
+            };
+            let own = find("m.room.member", &bob.id);
+            assert_eq!(own["content"]["membership"], "knock");
+            assert_eq!(own["content"]["reason"], "let me in");
+            assert_eq!(own["sender"], bob.id.as_str());
+            assert_eq!(find("m.room.name", "")["content"]["name"], "Door");
+            assert_eq!(
+                find("m.room.join_rules", "")["content"]["join_rule"],
+                "knock"
+            );
+            assert_eq!(find("m.room.create", "")["sender"], alice.id.as_str());
+            // Stripped state is just that: no event IDs, no timestamps.
+            assert!(
+                state.iter().all(|e| e.get("event_id").is_none()),
+                "{response}"
+            );
+        }
+        // Nothing new since: not listed again.
+        let quiet = sync_since(&server, &bob, &next_batch(&update)).await;
+        assert!(sections_of(&quiet, &room).is_empty(), "{quiet}");
+        // The room sees the knock.
+        let alice_view = sync(&server, &alice, "").await;
+        assert!(
+            alice_view["rooms"]["join"][&room]["timeline"]["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["state_key"] == bob.id.as_str() && e["content"]["membership"] == "knock"),
+            "{alice_view}"
+        );
+
+        // Accepted: an invite, no longer a knock; then joined.
+        let since = next_batch(&update);
+        let invite = format!("rooms/{}/invite", enc(&room));
+        post_membership(&server, &alice, &invite, json!({"user_id": bob.id})).await;
+        let invited = sync_since(&server, &bob, &since).await;
+        assert_eq!(sections_of(&invited, &room), ["invite"], "{invited}");
+        assert_eq!(
+            sections_of(&sync(&server, &bob, "").await, &room),
+            ["invite"]
+        );
+        join(&server, &bob, &room).await;
+        let joined = sync_since(&server, &bob, &next_batch(&invited)).await;
+        assert_eq!(sections_of(&joined, &room), ["join"], "{joined}");
+        assert_eq!(sections_of(&sync(&server, &bob, "").await, &room), ["join"]);
+        let leave = format!("rooms/{}/leave", enc(&room));
+        post_membership(&server, &bob, &leave, json!({})).await;
+
+        // Rejected (kicked): gone from `knock`, in `leave` on the next
+        // incremental sync, ending with the rejection; absent from an
+        // initial sync.
+        let since = next_batch(&sync(&server, &carol, "").await);
+        post_membership(&server, &carol, &knocked, json!({})).await;
+        let knocking = sync_since(&server, &carol, &since).await;
+        assert_eq!(sections_of(&knocking, &room), ["knock"], "{knocking}");
+        let kick = format!("rooms/{}/kick", enc(&room));
+        post_membership(
+            &server,
+            &alice,
+            &kick,
+            json!({"user_id": carol.id, "reason": "no"}),
+        )
+        .await;
+        let rejected = sync_since(&server, &carol, &next_batch(&knocking)).await;
+        assert_eq!(sections_of(&rejected, &room), ["leave"], "{rejected}");
+        let last = rejected["rooms"]["leave"][&room]["timeline"]["events"]
+            .as_array()
+            .and_then(|events| events.last().cloned())
+            .unwrap_or_else(|| panic!("{rejected}"));
+        assert_eq!(last["type"], "m.room.member", "{rejected}");
+        assert_eq!(last["state_key"], carol.id.as_str());
+        assert_eq!(last["content"]["membership"], "leave");
+        assert_eq!(last["sender"], alice.id.as_str());
+        assert!(sections_of(&sync(&server, &carol, "").await, &room).is_empty());
+        // Knocked and rejected within one sync's range: only `leave`.
+        post_membership(&server, &carol, &knocked, json!({})).await;
+        post_membership(&server, &alice, &kick, json!({"user_id": carol.id})).await;
+        let both = sync_since(&server, &carol, &next_batch(&rejected)).await;
+        assert_eq!(sections_of(&both, &room), ["leave"], "{both}");
+
+        // Retracted (the knocker leaves): likewise.
+        let since = next_batch(&sync(&server, &dave, "").await);
+        post_membership(&server, &dave, &knocked, json!({})).await;
+        let knocking = sync_since(&server, &dave, &since).await;
+        assert_eq!(sections_of(&knocking, &room), ["knock"], "{knocking}");
+        post_membership(&server, &dave, &leave, json!({})).await;
+        let retracted = sync_since(&server, &dave, &next_batch(&knocking)).await;
+        assert_eq!(sections_of(&retracted, &room), ["leave"], "{retracted}");
+        let last = retracted["rooms"]["leave"][&room]["timeline"]["events"]
+            .as_array()
+            .and_then(|events| events.last().cloned())
+            .unwrap_or_else(|| panic!("{retracted}"));
+        assert_eq!(last["content"]["membership"], "leave");
+        assert!(sections_of(&sync(&server, &dave, "").await, &room).is_empty());
+    }
+}
+
+async fn include_leave_lists_left_rooms(backend: Backend) {
+    let server = TestServer::start(backend, "").await;
+    let (alice, bob, room) = pair(&server).await;
+    let carol = server.user("carol").await;
+    join(&server, &carol, &room).await;
+    let include_leave = json!({"room": {"include_leave": true}});
+    send_text(&server, &alice, &room, "before").await;
+    let since = next_batch(&sync(&server, &bob, "").await);
+    send_text(&server, &alice, &room, "just before").await;
+    let leave = format!("{C}/rooms/{}/leave", enc(&room));
+    ok(server.post(&leave, Some(&bob.token), json!({})).await);
+    send_text(&server, &alice, &room, "after").await;
+    let ban = format!("{C}/rooms/{}/ban", enc(&room));
+    ok(server
+        .post(&ban, Some(&alice.token), json!({"user_id": carol.id}))
+        .await);
+    send_text(&server, &alice, &room, "after the ban").await;
+
+    // Without include_leave an initial sync leaves the room out.
+    for user in [&bob, &carol] {
+        let initial = sync(&server, user, "").await;
+        assert!(sections_of(&initial, &room).is_empty(), "{initial}");
+        let explicit = sync_filtered(
+            &server,
+            user,
+            &json!({"room": {"include_leave": false}}),
+            None,
+        )
+        .await;
+        assert!(sections_of(&explicit, &room).is_empty(), "{explicit}");
+    }
+
+    // With it: under `leave`, the timeline up to the leave, nothing after,
+    // and the room's state.
+    let initial = sync_filtered(&server, &bob, &include_leave, None).await;
+    assert_eq!(sections_of(&initial, &room), ["leave"], "{initial}");
+    let section = &initial["rooms"]["leave"][&room];
+    assert_eq!(bodies(&initial, "leave", &room), ["before", "just before"]);
+    let last = section["timeline"]["events"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap();
+    assert_eq!(last["type"], "m.room.member");
+    assert_eq!(last["state_key"], bob.id.as_str());
+    assert_eq!(last["content"]["membership"], "leave");
+    // Between them, `state` and the timeline hold the room's state.
+    let everything: Vec<&Value> = section["state"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(section["timeline"]["events"].as_array().unwrap())
+        .collect();
+    for kind in ["m.room.create", "m.room.name", "m.room.power_levels"] {
+        assert!(
+            everything.iter().any(|e| e["type"] == kind),
+            "{kind}: {section}"
+        );
+    }
+    // A short timeline: the state before it is in `state`.
+    let short = json!({"room": {"include_leave": true, "timeline": {"limit": 3}}});
+    let response = sync_filtered(&server, &bob, &short, None).await;
+    let section = &response["rooms"]["leave"][&room];
+    assert_eq!(section["timeline"]["limited"], true, "{section}");
+    assert_eq!(bodies(&response, "leave", &room), ["before", "just before"]);
+    let state = section["state"]["events"].as_array().unwrap();
+    assert!(
+        state
+            .iter()
+            .any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Lobby"),
+        "{section}"
+    );
+    assert!(
+        state.iter().any(|e| e["type"] == "m.room.member"
+            && e["state_key"] == bob.id.as_str()
+            && e["content"]["membership"] == "join"),
+        "{section}"
+    );
+    // A ban is a way of leaving too.
+    let banned = sync_filtered(&server, &carol, &include_leave, None).await;
+    assert_eq!(sections_of(&banned, &room), ["leave"], "{banned}");
+    assert_eq!(
+        bodies(&banned, "leave", &room),
+        ["before", "just before", "after"]
+    );
+    let last = banned["rooms"]["leave"][&room]["timeline"]["events"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["content"]["membership"], "ban");
+    // A filter stored on the server works the same.
+    let created = ok(server
+        .post(
+            &format!("{C}/user/{}/filter", enc(&bob.id)),
+            Some(&bob.token),
+            include_leave.clone(),
+        )
+        .await);
+    let id = created["filter_id"].as_str().unwrap();
+    let stored = sync(&server, &bob, &format!("filter={id}")).await;
+    assert_eq!(sections_of(&stored, &room), ["leave"], "{stored}");
+
+    // Incremental: a leave since `since` shows with or without the flag,
+    // with only what happened in between.
+    for response in [
+        sync_since(&server, &bob, &since).await,
+        sync_filtered(&server, &bob, &include_leave, Some(&since)).await,
+    ] {
+        assert_eq!(sections_of(&response, &room), ["leave"], "{response}");
+        assert_eq!(bodies(&response, "leave", &room), ["just before"]);
+        let events = response["rooms"]["leave"][&room]["timeline"]["events"]
+            .as_array()
+            .unwrap();
+        assert_eq!(events.last().unwrap()["content"]["membership"], "leave");
+    }
+    // A leave before `since` is not repeated, even with the flag.
+    let later = next_batch(&initial);
+    send_text(&server, &alice, &room, "much later").await;
+    for response in [
+        sync_since(&server, &bob, &later).await,
+        sync_filtered(&server, &bob, &include_leave, Some(&later)).await,
+    ] {
+        assert!(sections_of(&response, &room).is_empty(), "{response}");
+    }
+    // Joining again: back under `join` only.
+    join(&server, &bob, &room).await;
+    let rejoined = sync_filtered(&server, &bob, &include_leave, None).await;
+    assert_eq!(sections_of(&rejoined, &room), ["join"], "{rejoined}");
+}
+
+async fn thread_notifications_are_counted_per_thread(backend: Backend) {
+    let server = TestServer::start(backend, "").await;
+    let (alice, bob, room) = pair(&server).await;
+    let per_thread = json!({"room": {"timeline": {"unread_thread_notifications": true}}});
+    let send = |content: Value| {
+        let server = &server;
+        let alice = &alice;
+        let room = &room;
+        async move {
+            let path = format!("{C}/rooms/{}/send/m.room.message/{}", enc(room), txn());
+            ok(server.put(&path, alice, content).await)["event_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let in_thread = |root: &str, body: &str, mention: Option<&str>| {
+        let mut content = json!({
+            "msgtype": "m.text", "body": body,
+            "m.relates_to": {
+                "rel_type": "m.thread", "event_id": root,
+                "is_falling_back": true, "m.in_reply_to": {"event_id": root}
+            }
+        });
+        if let Some(user) = mention {
+            content["m.mentions"] = json!({"user_ids": [user]});
+        }
+        content
+    };
+    let root = send(json!({"msgtype": "m.text", "body": "root"})).await;
+    let other_root = send(json!({"msgtype": "m.text", "body": "other root"})).await;
+    send(in_thread(&root, "reply one", None)).await;
+    let reply_two = send(in_thread(&root, "reply two, bob", Some(&bob.id))).await;
+    send(in_thread(&other_root, "elsewhere", None)).await;
+    let main_two = send(json!({"msgtype": "m.text", "body": "main again"})).await;
+
+    let count = |response: &Value, path: &[&str], key: &str| -> u64 {
+        let mut value = &response["rooms"]["join"][&room];
+        for part in path {
+            value = &value[part];
+        }
+        value[key].as_u64().unwrap_or(0)
+    };
+    let room_counts = |response: &Value| {
+        (
+            count(response, &["unread_notifications"], "notification_count"),
+            count(response, &["unread_notifications"], "highlight_count"),
+        )
+    };
+    let thread_counts = |response: &Value, thread: &str| {
+        (
+            count(
+                response,
+                &["unread_thread_notifications", thread],
+                "notification_count",
+            ),
+            count(
+                response,
+                &["unread_thread_notifications", thread],
+                "highlight_count",
+            ),
+        )
+    };
+
+    // Without the flag: everything counts for the room, nothing per thread.
+    let plain = sync(&server, &bob, "").await;
+    assert_eq!(room_counts(&plain), (6, 1), "{plain}");
+    assert!(
+        plain["rooms"]["join"][&room]
+            .get("unread_thread_notifications")
+            .is_none_or(|t| t.as_object().is_some_and(|t| t.is_empty())),
+        "{plain}"
+    );
+    // With it: the room's counts are the main timeline's (roots belong to
+    // it), each thread apart.
+    let threaded = sync_filtered(&server, &bob, &per_thread, None).await;
+    assert_eq!(room_counts(&threaded), (3, 0), "{threaded}");
+    assert_eq!(thread_counts(&threaded, &root), (2, 1), "{threaded}");
+    assert_eq!(thread_counts(&threaded, &other_root), (1, 0), "{threaded}");
+    assert_eq!(
+        threaded["rooms"]["join"][&room]["unread_thread_notifications"]
+            .as_object()
+            .unwrap()
+            .len(),
+        2,
+        "{threaded}"
+    );
+
+    // A receipt in one thread clears that thread only.
+    let receipt = |event: &str| format!("{C}/rooms/{}/receipt/m.read/{}", enc(&room), enc(event));
+    let since = next_batch(&threaded);
+    ok(server
+        .post(
+            &receipt(&reply_two),
+            Some(&bob.token),
+            json!({"thread_id": root}),
+        )
+        .await);
+    let update = sync_filtered(&server, &bob, &per_thread, Some(&since)).await;
+    assert_eq!(room_counts(&update), (3, 0), "{update}");
+    assert_eq!(thread_counts(&update, &root), (0, 0), "{update}");
+    assert_eq!(thread_counts(&update, &other_root), (1, 0), "{update}");
+    // The receipt carries its thread to the room.
+    let alice_view = sync(&server, &alice, "").await;
+    let receipts = alice_view["rooms"]["join"][&room]["ephemeral"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "m.receipt")
+        .cloned()
+        .unwrap_or_else(|| panic!("{alice_view}"));
+    assert_eq!(
+        receipts["content"][&reply_two]["m.read"][&bob.id]["thread_id"],
+        root.as_str(),
+        "{receipts}"
+    );
+    // Without the flag the room's count drops by that thread.
+    assert_eq!(room_counts(&sync(&server, &bob, "").await), (4, 0));
+
+    // A receipt for the main timeline clears it, not the threads.
+    let since = next_batch(&update);
+    ok(server
+        .post(
+            &receipt(&main_two),
+            Some(&bob.token),
+            json!({"thread_id": "main"}),
+        )
+        .await);
+    let update = sync_filtered(&server, &bob, &per_thread, Some(&since)).await;
+    assert_eq!(room_counts(&update), (0, 0), "{update}");
+    assert_eq!(thread_counts(&update, &other_root), (1, 0), "{update}");
+    assert_eq!(room_counts(&sync(&server, &bob, "").await), (1, 0));
+
+    // New activity in a read thread counts again, in that thread.
+    let since = next_batch(&update);
+    let reply_three = send(in_thread(&root, "reply three", None)).await;
+    let update = sync_filtered(&server, &bob, &per_thread, Some(&since)).await;
+    assert_eq!(room_counts(&update), (0, 0), "{update}");
+    assert_eq!(thread_counts(&update, &root), (1, 0), "{update}");
+    assert_eq!(thread_counts(&update, &other_root), (1, 0), "{update}");
+
+    // An unthreaded receipt clears everything up to it.
+    let since = next_batch(&update);
+    ok(server
+        .post(&receipt(&reply_three), Some(&bob.token), json!({}))
+        .await);
+    let update = sync_filtered(&server, &bob, &per_thread, Some(&since)).await;
+    assert_eq!(room_counts(&update), (0, 0), "{update}");
+    assert_eq!(thread_counts(&update, &root), (0, 0), "{update}");
+    assert_eq!(thread_counts(&update, &other_root), (0, 0), "{update}");
+    assert_eq!(room_counts(&sync(&server, &bob, "").await), (0, 0));
 }

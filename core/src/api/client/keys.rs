@@ -423,6 +423,10 @@ pub(super) async fn device_list_updates(
     let mut gone = HashSet::new();
     for (room, member, membership) in membership {
         let joined = membership == "join";
+        if member == user.as_str() && matches!(membership.as_str(), "invite" | "knock") {
+            // Invited or knocking, the user shares nothing yet.
+            continue;
+        }
         if member == user.as_str() {
             // The user joined or left a room: everyone in it is new or gone.
             let members = state.storage.room_members_with(&room, "join").await?;

@@ -84,11 +84,15 @@ pub(crate) async fn page(
         } else {
             (from + 1, to.map(|t| t + 1))
         };
-        let batch = state
+        // One event more than wanted tells whether the room has more, so
+        // a page that ends exactly at the last event says so.
+        let want = want.max(1);
+        let mut batch = state
             .storage
-            .room_events(room_id.as_str(), lower, upper, forward, want.max(1))
+            .room_events(room_id.as_str(), lower, upper, forward, want + 1)
             .await?;
-        let exhausted = (batch.len() as i64) < want;
+        let exhausted = batch.len() as i64 <= want;
+        batch.truncate(want as usize);
         if let Some(last) = batch.last() {
             from = if forward {
                 last.stream_ordering

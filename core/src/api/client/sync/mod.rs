@@ -13,14 +13,21 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axum::extract::State;
+use axum::{
+    extract::State,
+    http::header,
+    response::{IntoResponse, Response},
+};
 use myelin_plugin_api::Interested;
 use parking_lot::Mutex;
 use ruma::{
     OwnedDeviceId, OwnedRoomId, OwnedUserId, UserId,
-    api::client::{
-        filter::FilterDefinition,
-        sync::sync_events::v3::{self as sync_events, Filter},
+    api::{
+        OutgoingResponse,
+        client::{
+            filter::FilterDefinition,
+            sync::sync_events::v3::{self as sync_events, Filter},
+        },
     },
     presence::PresenceState,
     serde::Raw,
@@ -58,6 +65,9 @@ pub struct SyncCaches {
     /// Each user's presence as this process last stored it, so that a sync's
     /// `set_presence` costs no query when nothing changes.
     pub(super) presence: Mutex<HashMap<OwnedUserId, String>>,
+    /// Each room's version (which never changes), so that a sync reads it
+    /// once per process rather than once per room and sync.
+    room_versions: Mutex<HashMap<OwnedRoomId, String>>,
 }
 
 /// One sync request, resolved.
@@ -73,7 +83,7 @@ pub(super) struct SyncRequest<'a> {
 pub async fn sync(
     State(state): State<AppState>,
     req: Ruma<sync_events::Request>,
-) -> ApiResult<RumaResponse<sync_events::Response>> {
+) -> ApiResult<SyncResponse> {
     let session = req.session();
     let body = &req.body;
     let filter = resolve_filter(&state, &session.user_id, body.filter.as_ref()).await?;
@@ -98,7 +108,7 @@ pub async fn sync(
             .lazy_members
             .lock()
             .remove(&(session.user_id.clone(), session.device_id.clone()));
-        return Ok(RumaResponse(request.build(None, current).await?));
+        return Ok(SyncResponse(request.build(None, current).await?));
     };
 
     let timeout = body.timeout.unwrap_or_default().min(MAX_TIMEOUT);
@@ -129,7 +139,7 @@ pub async fn sync(
         if now.advanced_since(&since) || body.full_state || unacknowledged {
             let response = request.build(Some(since), now).await?;
             if !is_empty(&response) {
-                return Ok(RumaResponse(response));
+                return Ok(SyncResponse(response));
             }
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
@@ -139,7 +149,42 @@ pub async fn sync(
         };
         if !woken {
             // Nothing for this device: hand back where the streams stand.
-            return Ok(RumaResponse(sync_events::Response::new(now.to_string())));
+            return Ok(SyncResponse(sync_events::Response::new(now.to_string())));
+        }
+    }
+}
+
+/// A sync response rendered as HTTP. ruma's `Rooms::is_empty` forgets
+/// `knock`, so a response whose only rooms are knocked ones would lose its
+/// whole `rooms` object: it is put back here.
+pub struct SyncResponse(sync_events::Response);
+
+impl IntoResponse for SyncResponse {
+    fn into_response(self) -> Response {
+        let rooms = &self.0.rooms;
+        let knock_only = rooms.join.is_empty()
+            && rooms.invite.is_empty()
+            && rooms.leave.is_empty()
+            && !rooms.knock.is_empty();
+        if !knock_only {
+            return RumaResponse(self.0).into_response();
+        }
+        let rendered = serde_json::to_value(&self.0.rooms.knock).and_then(|knock| {
+            let mut body: Value = serde_json::from_slice(
+                self.0
+                    .try_into_http_response::<Vec<u8>>()
+                    .map_err(serde::ser::Error::custom)?
+                    .body(),
+            )?;
+            body["rooms"] = json!({ "knock": knock });
+            serde_json::to_vec(&body)
+        });
+        match rendered {
+            Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+            Err(err) => {
+                tracing::error!(error = %err, "could not render a sync response");
+                MatrixError::internal().into_response()
+            }
         }
     }
 }
@@ -249,15 +294,18 @@ impl SyncRequest<'_> {
         let mut response = sync_events::Response::new(now.to_string());
         let since_or_zero = |stream| since.map_or(0, |s: Positions| s.get(stream));
 
-        let account_data = self
-            .state
-            .storage
-            .account_data_since(
-                self.user.as_str(),
-                since_or_zero(Stream::AccountData),
-                now.get(Stream::AccountData),
-            )
-            .await?;
+        let account_data = if since_or_zero(Stream::AccountData) < now.get(Stream::AccountData) {
+            self.state
+                .storage
+                .account_data_since(
+                    self.user.as_str(),
+                    since_or_zero(Stream::AccountData),
+                    now.get(Stream::AccountData),
+                )
+                .await?
+        } else {
+            Vec::new()
+        };
         let (global, per_room): (Vec<AccountDataRow>, Vec<AccountDataRow>) = account_data
             .into_iter()
             .partition(|row| row.room_id.is_empty());

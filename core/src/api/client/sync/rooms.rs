@@ -160,13 +160,24 @@ impl SyncRequest<'_> {
     }
 
     async fn room_rules(&self, room_id: &RoomId) -> ApiResult<RoomVersionRules> {
-        let room = self
-            .state
-            .storage
-            .room(room_id.as_str())
-            .await?
-            .ok_or_else(MatrixError::internal)?;
-        versions::supported(&room.room_version)
+        let versions = &self.state.sync_caches.room_versions;
+        let cached = versions.lock().get(room_id).cloned();
+        let version = match cached {
+            Some(version) => version,
+            None => {
+                let room = self
+                    .state
+                    .storage
+                    .room(room_id.as_str())
+                    .await?
+                    .ok_or_else(MatrixError::internal)?;
+                versions
+                    .lock()
+                    .insert(room_id.to_owned(), room.room_version.clone());
+                room.room_version
+            }
+        };
+        versions::supported(&version)
             .map(|(_, rules)| rules)
             .ok_or_else(MatrixError::internal)
     }
