@@ -122,6 +122,30 @@ impl Storage {
     }
 
     /// Every receipt in a room, for a client seeing the room for the first time.
+    /// The receipts of all these rooms up to `upto`, in one query per
+    /// thousand rooms.
+    pub async fn receipts_in_rooms(&self, room_ids: &[&str], upto: i64) -> Result<Vec<ReceiptRow>> {
+        let mut out = Vec::new();
+        for rooms in room_ids.chunks(1_000) {
+            read!(self, pool => {
+                let mut query = sqlx::QueryBuilder::new(
+                    "SELECT room_id, receipt_type, user_id, thread_id, event_id, ts FROM receipts
+                     WHERE stream_id <= ",
+                );
+                query.push_bind(upto).push(" AND room_id IN (");
+                let mut list = query.separated(", ");
+                for room in rooms {
+                    list.push_bind(*room);
+                }
+                query.push(") ORDER BY stream_id");
+                let rows = query.build().fetch_all(pool).await?;
+                let rows: Result<Vec<ReceiptRow>> = receipt_rows!(rows);
+                out.extend(rows?);
+            });
+        }
+        Ok(out)
+    }
+
     pub async fn room_receipts(&self, room_id: &str, upto: i64) -> Result<Vec<ReceiptRow>> {
         read!(self, pool => {
             let rows = sqlx::query(

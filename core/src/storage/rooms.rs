@@ -646,6 +646,27 @@ impl Storage {
     }
 
     /// Users whose current membership in the room is `membership`.
+    /// The room's joined and invited members, in one query.
+    pub async fn joined_and_invited(&self, room_id: &str) -> Result<(Vec<String>, Vec<String>)> {
+        let rows: Vec<(String, String)> = read!(self, pool => {
+            sqlx::query_as(
+                "SELECT state_key, membership FROM current_state
+                 WHERE room_id = $1 AND type = 'm.room.member' AND membership IN ('join', 'invite')
+                 ORDER BY state_key",
+            )
+            .bind(room_id)
+            .fetch_all(pool)
+            .await?
+        });
+        let (joined, invited): (Vec<_>, Vec<_>) = rows
+            .into_iter()
+            .partition(|(_, membership)| membership == "join");
+        Ok((
+            joined.into_iter().map(|(user, _)| user).collect(),
+            invited.into_iter().map(|(user, _)| user).collect(),
+        ))
+    }
+
     pub async fn room_members_with(&self, room_id: &str, membership: &str) -> Result<Vec<String>> {
         read!(self, pool => {
             sqlx::query_scalar(

@@ -82,8 +82,26 @@ impl SyncRequest<'_> {
             }
         }
         let unread = storage.unread_counts(self.user.as_str()).await?;
+        let memberships = storage.memberships_of(self.user.as_str()).await?;
+        if since.is_none() {
+            // Every joined room shows its receipts: one query for them all.
+            let joined: Vec<&str> = memberships
+                .iter()
+                .filter(|(_, membership, _)| membership == "join")
+                .map(|(room_id, _, _)| room_id.as_str())
+                .collect();
+            for receipt in storage
+                .receipts_in_rooms(&joined, now.get(Stream::Receipts))
+                .await?
+            {
+                receipts
+                    .entry(receipt.room_id.clone())
+                    .or_default()
+                    .push(receipt);
+            }
+        }
 
-        for (room_id, membership, at) in storage.memberships_of(self.user.as_str()).await? {
+        for (room_id, membership, at) in memberships {
             // A membership committed after `now` is for the next sync.
             if at > now.get(Stream::Events) {
                 continue;
@@ -322,23 +340,33 @@ impl SyncRequest<'_> {
         Ok(events)
     }
 
-    /// Events in client format, with the device's transaction IDs and the
-    /// filter's `event_fields` applied.
+    /// The transaction IDs this device sent any of these events with, in
+    /// one query for all the lists.
+    async fn txn_ids(&self, lists: &[&[StoredEvent]]) -> ApiResult<HashMap<String, String>> {
+        let own: Vec<String> = lists
+            .iter()
+            .flat_map(|events| events.iter())
+            .filter(|e| e.pdu.sender == self.user)
+            .map(|e| e.pdu.event_id.to_string())
+            .collect();
+        if own.is_empty() {
+            return Ok(HashMap::new());
+        }
+        Ok(self
+            .state
+            .storage
+            .txn_ids(self.user.as_str(), self.device.as_str(), &own)
+            .await?)
+    }
+
+    /// Events in client format, with the device's transaction IDs (from
+    /// [`Self::txn_ids`]) and the filter's `event_fields` applied.
     async fn client_events<T>(
         &self,
         rules: &RoomVersionRules,
         events: &[StoredEvent],
+        txns: &HashMap<String, String>,
     ) -> ApiResult<Vec<ruma::serde::Raw<T>>> {
-        let own: Vec<String> = events
-            .iter()
-            .filter(|e| e.pdu.sender == self.user)
-            .map(|e| e.pdu.event_id.to_string())
-            .collect();
-        let txns = self
-            .state
-            .storage
-            .txn_ids(self.user.as_str(), self.device.as_str(), &own)
-            .await?;
         let fields = self.filter.event_fields.as_deref();
         Ok(client_events(self.state, rules, events)
             .await?
@@ -402,10 +430,11 @@ impl SyncRequest<'_> {
                 .iter()
                 .chain(&state)
                 .any(|e| e.pdu.kind.to_string() == "m.room.member");
-        room.timeline.events = self.client_events(&rules, &timeline.events).await?;
+        let txns = self.txn_ids(&[&timeline.events, &state]).await?;
+        room.timeline.events = self.client_events(&rules, &timeline.events, &txns).await?;
         room.state = State::Before(ruma::api::client::sync::sync_events::v3::StateEvents::new());
         if let State::Before(section) = &mut room.state {
-            section.events = self.client_events(&rules, &state).await?;
+            section.events = self.client_events(&rules, &state, &txns).await?;
         }
         if membership_changed {
             room.summary = self.summary(room_id).await?;
@@ -421,7 +450,8 @@ impl SyncRequest<'_> {
                 json!({ "type": "m.typing", "content": { "user_ids": users } }),
             ));
         }
-        let receipts = if full {
+        // An initial sync's receipts were read for all rooms at once.
+        let receipts = if full && since.is_some() {
             self.state
                 .storage
                 .room_receipts(room_id.as_str(), now.get(Stream::Receipts))
@@ -480,10 +510,7 @@ impl SyncRequest<'_> {
     /// `m.heroes` and the member counts, from the room's current state.
     async fn summary(&self, room_id: &RoomId) -> ApiResult<sync_events::RoomSummary> {
         let storage = &self.state.storage;
-        let joined = storage.room_members_with(room_id.as_str(), "join").await?;
-        let invited = storage
-            .room_members_with(room_id.as_str(), "invite")
-            .await?;
+        let (joined, invited) = storage.joined_and_invited(room_id.as_str()).await?;
         let mut summary = sync_events::RoomSummary::new();
         summary.joined_member_count = Some(UInt::try_from(joined.len() as u64).unwrap_or_default());
         summary.invited_member_count =
@@ -546,9 +573,10 @@ impl SyncRequest<'_> {
             .events
             .first()
             .map(|first| crate::api::client::room_access::token(first.stream_ordering - 1));
-        room.timeline.events = self.client_events(&rules, &timeline.events).await?;
+        let txns = self.txn_ids(&[&timeline.events, &state]).await?;
+        room.timeline.events = self.client_events(&rules, &timeline.events, &txns).await?;
         if let State::Before(section) = &mut room.state {
-            section.events = self.client_events(&rules, &state).await?;
+            section.events = self.client_events(&rules, &state, &txns).await?;
         }
         room.account_data.events = self.room_account_data(account_data);
         Ok(room)
