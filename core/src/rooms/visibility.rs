@@ -26,12 +26,20 @@ fn visible(at: &AtEvent, joined_later: bool) -> bool {
 
 /// Keeps the events of one room that `user` may see, in order. The state
 /// after each event decides; a user always sees their own membership events.
+///
+/// `current_join` is the stream position of the user's current membership
+/// event when the caller knows it is a join: events from there on are
+/// visible without reading the user's membership history.
 pub async fn filter_visible(
     storage: &Storage,
     user: &UserId,
     room_id: &RoomId,
     events: Vec<StoredEvent>,
+    current_join: Option<i64>,
 ) -> sqlx::Result<Vec<StoredEvent>> {
+    if current_join.is_some_and(|at| events.iter().all(|e| e.stream_ordering >= at)) {
+        return Ok(events);
+    }
     let memberships = storage
         .membership_positions(room_id.as_str(), user.as_str())
         .await?;

@@ -215,7 +215,7 @@ pub async fn visible_event_in_room(
     event_id: &EventId,
 ) -> ApiResult<StoredEvent> {
     let event = event_in_room(state, room_id, event_id).await?;
-    filter_visible(&state.storage, user, room_id, vec![event])
+    filter_visible(&state.storage, user, room_id, vec![event], None)
         .await?
         .pop()
         .ok_or_else(|| MatrixError::not_found("Event not found"))

@@ -64,6 +64,7 @@ async fn require_member_once(state: &AppState, room_id: &RoomId, user: &UserId) 
 
 /// A page of visible, filtered events after (`forward`) or before a position.
 /// Returns the events and the position the next page starts from, if any.
+/// `current_join` as for [`filter_visible`].
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn page(
     state: &AppState,
@@ -74,6 +75,7 @@ pub(crate) async fn page(
     forward: bool,
     limit: usize,
     event_filter: &RoomEventFilter,
+    current_join: Option<i64>,
 ) -> ApiResult<(Vec<StoredEvent>, Option<i64>)> {
     let mut out = Vec::new();
     // A few rounds at most, so a filter matching nothing cannot scan a whole room.
@@ -104,7 +106,7 @@ pub(crate) async fn page(
             .into_iter()
             .filter(|e| filter::matches(event_filter, &e.pdu))
             .collect();
-        out.extend(filter_visible(&state.storage, user, room_id, matching).await?);
+        out.extend(filter_visible(&state.storage, user, room_id, matching, current_join).await?);
         if exhausted {
             return Ok((out, None));
         }
@@ -167,6 +169,7 @@ pub async fn get_messages(
         forward,
         limit,
         &body.filter,
+        None,
     )
     .await?;
     let mut response = get_message_events::Response::new();
@@ -206,6 +209,7 @@ pub async fn get_context(
             false,
             before_limit,
             &body.filter,
+            None,
         )
         .await?
     } else {
@@ -221,6 +225,7 @@ pub async fn get_context(
             true,
             after_limit,
             &body.filter,
+            None,
         )
         .await?
     } else {
@@ -355,7 +360,7 @@ pub async fn timestamp_to_event(
         .event_near_ts(body.room_id.as_str(), ts, forward)
         .await?
         .ok_or_else(not_found)?;
-    let event = filter_visible(&state.storage, user, &body.room_id, vec![event])
+    let event = filter_visible(&state.storage, user, &body.room_id, vec![event], None)
         .await?
         .pop()
         .ok_or_else(not_found)?;

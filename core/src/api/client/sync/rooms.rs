@@ -147,6 +147,7 @@ impl SyncRequest<'_> {
                             receipts: room_receipts,
                             account_data,
                             unread: &unread,
+                            joined_at: at,
                         })
                         .await?;
                     response.rooms.join.insert(room_id, room);
@@ -205,8 +206,14 @@ impl SyncRequest<'_> {
     }
 
     /// The newest events in `(after, upto]`, oldest first, as many as the
-    /// timeline filter allows.
-    async fn timeline(&self, room_id: &RoomId, after: i64, upto: i64) -> ApiResult<Timeline> {
+    /// timeline filter allows; `joined_at` as for `filter_visible`.
+    async fn timeline(
+        &self,
+        room_id: &RoomId,
+        after: i64,
+        upto: i64,
+        joined_at: Option<i64>,
+    ) -> ApiResult<Timeline> {
         let filter = self.timeline_filter();
         let limit = filter
             .limit
@@ -221,6 +228,7 @@ impl SyncRequest<'_> {
             false,
             limit,
             filter,
+            joined_at,
         )
         .await?;
         events.reverse();
@@ -394,6 +402,7 @@ impl SyncRequest<'_> {
             receipts,
             account_data,
             unread,
+            joined_at,
         } = inputs;
         let rules = self.room_rules(room_id).await?;
         let upto = now.get(Stream::Events);
@@ -403,7 +412,7 @@ impl SyncRequest<'_> {
             since.map(|s| s.get(Stream::Events))
         };
         let timeline = if has_events {
-            self.timeline(room_id, since_events.unwrap_or(0), upto)
+            self.timeline(room_id, since_events.unwrap_or(0), upto, Some(joined_at))
                 .await?
         } else {
             Timeline {
@@ -562,7 +571,7 @@ impl SyncRequest<'_> {
         let rules = self.room_rules(room_id).await?;
         let since_events = since.map(|s| s.get(Stream::Events));
         let timeline = self
-            .timeline(room_id, since_events.unwrap_or(0), left_at)
+            .timeline(room_id, since_events.unwrap_or(0), left_at, None)
             .await?;
         let state = self
             .state_section(room_id, &timeline, since_events, left_at)
@@ -593,6 +602,8 @@ struct JoinedInputs<'a> {
     receipts: Vec<ReceiptRow>,
     account_data: Vec<AccountDataRow>,
     unread: &'a HashMap<(String, String), UnreadCounts>,
+    /// The stream position of the user's current join.
+    joined_at: i64,
 }
 
 fn unread_count(counts: UnreadCounts) -> UnreadNotificationsCount {
