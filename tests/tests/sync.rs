@@ -1309,4 +1309,22 @@ async fn thread_notifications_are_counted_per_thread(backend: Backend) {
     assert_eq!(thread_counts(&update, &root), (0, 0), "{update}");
     assert_eq!(thread_counts(&update, &other_root), (0, 0), "{update}");
     assert_eq!(room_counts(&sync(&server, &bob, "").await), (0, 0));
+
+    // An event related to a threaded one otherwise than by `m.thread` (here
+    // `m.reference`) is in that thread; one related to a thread root is in
+    // the main timeline (spec: "Threaded read receipts").
+    let since = next_batch(&update);
+    send(json!({
+        "msgtype": "m.text", "body": "about reply three",
+        "m.relates_to": {"rel_type": "m.reference", "event_id": reply_three}
+    }))
+    .await;
+    send(json!({
+        "msgtype": "m.text", "body": "about the root",
+        "m.relates_to": {"rel_type": "m.reference", "event_id": root}
+    }))
+    .await;
+    let update = sync_filtered(&server, &bob, &per_thread, Some(&since)).await;
+    assert_eq!(thread_counts(&update, &root), (1, 0), "{update}");
+    assert_eq!(room_counts(&update), (1, 0), "{update}");
 }

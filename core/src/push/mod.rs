@@ -96,15 +96,31 @@ impl PushRules {
     }
 }
 
+/// Relations followed to find an event's thread (the spec's advice).
+const THREAD_HOPS: usize = 3;
+
 /// The thread an event belongs to for unread counts: its thread root, or
-/// `main`.
-pub fn thread_of(pdu: &Pdu) -> String {
-    let content = pdu.content_value();
-    let relation = &content["m.relates_to"];
-    match (relation["rel_type"].as_str(), relation["event_id"].as_str()) {
-        (Some("m.thread"), Some(root)) => root.to_owned(),
-        _ => "main".to_owned(),
+/// `main`. Besides an `m.thread` relation, an event is in a thread when an
+/// event it relates to otherwise (an edit, a reaction) is, within
+/// [`THREAD_HOPS`] relations (spec: "Threaded read receipts").
+async fn thread_of(storage: &Storage, pdu: &Pdu) -> sqlx::Result<String> {
+    let mut content = pdu.content_value();
+    for _ in 0..THREAD_HOPS {
+        let relation = &content["m.relates_to"];
+        let (Some(rel_type), Some(parent)) =
+            (relation["rel_type"].as_str(), relation["event_id"].as_str())
+        else {
+            break;
+        };
+        if rel_type == "m.thread" {
+            return Ok(parent.to_owned());
+        }
+        match storage.event(parent).await? {
+            Some(parent) => content = parent.pdu.content_value(),
+            None => break,
+        }
     }
+    Ok("main".to_owned())
 }
 
 /// Evaluates the push rules of every local user the event concerns (joined
@@ -151,7 +167,7 @@ pub async fn evaluate(
     let event: Raw<AnySyncTimelineEvent> = Raw::from_json(
         serde_json::value::RawValue::from_string(pdu.json.clone()).expect("PDUs are JSON"),
     );
-    let thread_id = thread_of(pdu);
+    let thread_id = thread_of(&rules.storage, pdu).await?;
 
     let mut out = Vec::new();
     for (user_id, member) in joined {
