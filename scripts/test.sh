@@ -84,6 +84,20 @@ if ! grep -qs "\"version\": \"$COMPONENTIZE_JS_VERSION\"" "$MYELIN_NPM_DIR/node_
 fi
 export MYELIN_REQUIRE_LANGUAGES=1
 
+# Sydent, Matrix's reference identity server, and aiosmtpd for the e-mails
+# it sends, for the third-party invite tests (tests/tests/threepid_invites.rs),
+# which must then run rather than skip; skipped when already installed.
+MYELIN_SYDENT_DIR="${MYELIN_SYDENT_DIR:-/var/tmp/myelin-sydent}"
+export MYELIN_SYDENT_PYTHON="$MYELIN_SYDENT_DIR/bin/python"
+SYDENT_VERSION=2.6.1
+if ! "$MYELIN_SYDENT_PYTHON" -c "import sydent, aiosmtpd, prometheus_client; from importlib.metadata import version; assert version('matrix-sydent') == '$SYDENT_VERSION'" >/dev/null 2>&1; then
+  echo "==> installing Sydent $SYDENT_VERSION into $MYELIN_SYDENT_DIR"
+  python3 -m venv "$MYELIN_SYDENT_DIR"
+  "$MYELIN_SYDENT_DIR/bin/pip" install --quiet "matrix-sydent==$SYDENT_VERSION" \
+    "prometheus_client==0.26.0" "aiosmtpd==1.4.6"
+fi
+export MYELIN_REQUIRE_SYDENT=1
+
 # Headless Chromium and its WebDriver for the SSO browser test
 # (tests/tests/oidc_browser.rs), which must then run rather than skip.
 if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod federation;
+pub mod identity;
 pub mod logging;
 pub mod media;
 pub mod push;

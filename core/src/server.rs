@@ -114,6 +114,10 @@ pub async fn prepare(config: Config, config_files: Vec<PathBuf>) -> anyhow::Resu
             _ => None,
         },
         media,
+        identity: crate::identity::IdentityClient::new(
+            config.ip_range_whitelist.clone(),
+            config.identity_servers_over_http.clone(),
+        ),
         config,
     }));
     actions.attach(&state);

@@ -70,6 +70,7 @@ pub struct Services {
     /// Single sign-on, when `oidc_providers` lists any.
     pub oidc: Option<crate::auth::oidc::Oidc>,
     pub media: Media,
+    pub identity: crate::identity::IdentityClient,
 }
 
 /// Cheap to clone: one `Arc` around the server's services.

@@ -131,6 +131,20 @@ impl PluginSet {
         )
     }
 
+    pub async fn user_may_send_threepid_invite(
+        &self,
+        inviter: &str,
+        medium: &str,
+        address: &str,
+        room_id: &str,
+    ) -> Verdict {
+        first_refusal!(
+            self,
+            Callback::UserMaySendThreepidInvite,
+            call_user_may_send_threepid_invite(inviter, medium, address, room_id)
+        )
+    }
+
     pub async fn user_may_create_room(&self, user_id: &str, request: &str) -> Verdict {
         first_refusal!(
             self,

@@ -84,6 +84,9 @@ pub struct Config {
     /// Private address ranges outbound requests (push gateways) may reach
     /// anyway; everything non-public is refused otherwise.
     pub ip_range_whitelist: Vec<ipnet::IpNet>,
+    /// Identity servers (`host:port`) spoken to over plain HTTP rather
+    /// than HTTPS: an operator's own on a private network, or a test's.
+    pub identity_servers_over_http: Vec<String>,
     pub push: PushConfig,
     pub presence: PresenceConfig,
     /// Synapse's server notices: a system user that sends notices to users
@@ -176,6 +179,7 @@ impl Default for Config {
             modules: Vec::new(),
             enable_metrics: false,
             ip_range_whitelist: Vec::new(),
+            identity_servers_over_http: Vec::new(),
             push: PushConfig::default(),
             server_notices: None,
             presence: PresenceConfig::default(),

@@ -15,7 +15,10 @@ use ruma::{
 };
 use serde_json::Value;
 
-use super::room_access::{find_room, membership};
+use super::{
+    events::append_checked,
+    room_access::{find_room, membership},
+};
 use crate::{
     api::{
         error::{ApiResult, MatrixError},
@@ -252,10 +255,13 @@ pub async fn invite(
     req: Ruma<invite_user::Request>,
 ) -> ApiResult<RumaResponse<invite_user::Response>> {
     let user = &req.session().user_id;
-    let invite_user::InvitationRecipient::UserId(invitee) = &req.body.recipient else {
-        return Err(MatrixError::forbidden(
-            "Third-party invites are not supported",
-        ));
+    let invitee = match &req.body.recipient {
+        invite_user::InvitationRecipient::UserId(invitee) => invitee,
+        invite_user::InvitationRecipient::ThirdPartyId(threepid) => {
+            invite_by_threepid(&state, &req.body.room_id, user, threepid).await?;
+            return Ok(RumaResponse(invite_user::Response::new()));
+        }
+        _ => return Err(MatrixError::bad_json("Unknown invite recipient")),
     };
     let target = &invitee.user_id;
     check_local_user(&state, target).await?;
@@ -271,6 +277,121 @@ pub async fn invite(
     )
     .await?;
     Ok(RumaResponse(invite_user::Response::new()))
+}
+
+/// A third-party invite (spec: "Third-party invites"), in Synapse's order:
+/// the spam checkers (`user_may_send_3pid_invite`) and the third-party
+/// rules (`check_threepid_can_be_invited`) are asked first; then the
+/// identity server says whom the identifier is bound to — that user is
+/// invited as usual — or, bound to nobody, keeps the invite and tells the
+/// identifier's owner, and an `m.room.third_party_invite` event records it.
+async fn invite_by_threepid(
+    state: &AppState,
+    room_id: &RoomId,
+    inviter: &UserId,
+    threepid: &ruma::api::client::membership::Invite3pid,
+) -> ApiResult<()> {
+    let medium = threepid.medium.as_str();
+    let address = if medium == "email" {
+        threepid.address.to_lowercase()
+    } else {
+        threepid.address.clone()
+    };
+    let plugins = state.plugins.current();
+    check(
+        plugins
+            .user_may_send_threepid_invite(inviter.as_str(), medium, &address, room_id.as_str())
+            .await,
+    )?;
+    if !plugins
+        .check_threepid_can_be_invited(medium, &address, room_id.as_str())
+        .await
+    {
+        return Err(MatrixError::forbidden(
+            "Cannot invite this third-party identifier",
+        ));
+    }
+    find_room(state, room_id).await?;
+    if membership(state, room_id, inviter).await? != "join" {
+        return Err(MatrixError::forbidden(format!(
+            "{inviter} is not in room {room_id}"
+        )));
+    }
+    let id_server = threepid.id_server.as_str();
+    let token = threepid.id_access_token.as_str();
+    let unreachable = |err: crate::identity::IdentityError| {
+        tracing::warn!(%id_server, error = %err, "identity server request failed");
+        MatrixError::new(
+            http::StatusCode::BAD_GATEWAY,
+            ruma::api::error::ErrorKind::Unknown,
+            format!("The identity server could not be asked: {err}"),
+        )
+    };
+    let bound = state
+        .identity
+        .lookup(id_server, token, medium, &address)
+        .await
+        .map_err(unreachable)?;
+    if let Some(user_id) = bound {
+        let target = UserId::parse(user_id.as_str()).map_err(|_| MatrixError::internal())?;
+        check_local_user(state, &target).await?;
+        check_invite(state, room_id, inviter, &target).await?;
+        change_membership(state, room_id, inviter, &target, "invite", None, None).await?;
+        return Ok(());
+    }
+    let request = invite_request(state, room_id, inviter, medium, &address).await?;
+    let stored = state
+        .identity
+        .store_invite(id_server, token, &request)
+        .await
+        .map_err(unreachable)?;
+    let first_key = stored.public_keys.first().cloned().unwrap_or_default();
+    let content = serde_json::json!({
+        "display_name": stored.display_name,
+        "key_validity_url": first_key["key_validity_url"],
+        "public_key": first_key["public_key"],
+        "public_keys": stored.public_keys,
+    });
+    let draft = EventDraft::state("m.room.third_party_invite", stored.token.as_str(), content);
+    state
+        .rooms
+        .with_room(room_id, async |room| {
+            append_checked(state, room, inviter, &draft, None).await
+        })
+        .await?;
+    Ok(())
+}
+
+/// The `store-invite` request: the identifier, and what the invitation
+/// e-mail shows of the room and the inviter.
+async fn invite_request(
+    state: &AppState,
+    room_id: &RoomId,
+    inviter: &UserId,
+    medium: &str,
+    address: &str,
+) -> ApiResult<Value> {
+    let storage = &state.storage;
+    let field = async |kind: &str, state_key: &str, name: &str| -> ApiResult<Value> {
+        Ok(storage
+            .current_state_event(room_id.as_str(), kind, state_key)
+            .await?
+            .and_then(|event| event.pdu.content_str(name))
+            .map_or(Value::Null, Value::from))
+    };
+    Ok(serde_json::json!({
+        "medium": medium,
+        "address": address,
+        "room_id": room_id,
+        "sender": inviter,
+        "room_alias": field("m.room.canonical_alias", "", "alias").await?,
+        "room_avatar_url": field("m.room.avatar", "", "url").await?,
+        "room_join_rules": field("m.room.join_rules", "", "join_rule").await?,
+        "room_name": field("m.room.name", "", "name").await?,
+        "room_type": field("m.room.create", "", "type").await?,
+        "sender_display_name": field("m.room.member", inviter.as_str(), "displayname").await?,
+        "sender_avatar_url": field("m.room.member", inviter.as_str(), "avatar_url").await?,
+    }))
 }
 
 /// Invites and other actions on a user of this server need the user to exist.

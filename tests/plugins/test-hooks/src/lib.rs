@@ -38,6 +38,12 @@
 //!   answers the requested username with this prefix, and
 //!   `get_displayname_for_registration` `Registered <username>`.
 //!
+//! * `threepid_inviters_refused`: `user_may_send_threepid_invite` refuses
+//!   third-party invites by these users (`M_FORBIDDEN`, "no 3PID invites
+//!   from you").
+//! * `threepid_addresses_refused`: `check_threepid_can_be_invited` refuses
+//!   these addresses.
+//!
 //! A refused action is logged as `action refused`.
 
 use std::{collections::BTreeMap, sync::OnceLock};
@@ -45,8 +51,8 @@ use std::{collections::BTreeMap, sync::OnceLock};
 use myelin_sdk::{
     AccountDataCallbacks, AccountValidity, ActionError, AuthCallback, AuthRegistration, AuthResult,
     AuthenticatedUser, Callback, DataCallback, InterestedUsers, PasswordAuthProvider, Plugin,
-    PresenceRouter, PresenceState, RulesCallback, ThirdPartyRules, UserProfile, ValidityCallback,
-    actions, log,
+    PresenceRouter, PresenceState, RulesCallback, SpamChecker, SpamVerdict, ThirdPartyRules,
+    UserProfile, ValidityCallback, actions, log,
     serde_json::{Value, json},
 };
 use serde::Deserialize;
@@ -73,6 +79,10 @@ struct Config {
     #[serde(default)]
     threepid_users: BTreeMap<String, String>,
     registration_username_prefix: Option<String>,
+    #[serde(default)]
+    threepid_inviters_refused: Vec<String>,
+    #[serde(default)]
+    threepid_addresses_refused: Vec<String>,
 }
 
 fn default_watched() -> Vec<String> {
@@ -118,8 +128,30 @@ struct TestHooks;
 impl Plugin for TestHooks {
     fn init(config: &str) -> Result<Vec<Callback>, String> {
         let parsed: Config = myelin_sdk::parse_config(config)?;
-        CONFIG.get_or_init(|| parsed);
-        Ok(Vec::new())
+        let config = CONFIG.get_or_init(|| parsed);
+        let mut callbacks = Vec::new();
+        if !config.threepid_inviters_refused.is_empty() {
+            callbacks.push(Callback::UserMaySendThreepidInvite);
+        }
+        Ok(callbacks)
+    }
+}
+
+impl SpamChecker for TestHooks {
+    fn user_may_send_threepid_invite(
+        inviter: &str,
+        _medium: &str,
+        _address: &str,
+        _room_id: &str,
+    ) -> SpamVerdict {
+        if config()
+            .threepid_inviters_refused
+            .iter()
+            .any(|u| u == inviter)
+        {
+            return SpamVerdict::forbidden("no 3PID invites from you");
+        }
+        SpamVerdict::NotSpam
     }
 }
 
@@ -198,7 +230,15 @@ impl ThirdPartyRules for TestHooks {
             RulesCallback::OnAddUserThirdPartyIdentifier,
             RulesCallback::OnRemoveUserThirdPartyIdentifier,
             RulesCallback::OnThreepidBind,
+            RulesCallback::CheckThreepidCanBeInvited,
         ]
+    }
+
+    fn check_threepid_can_be_invited(_medium: &str, address: &str, _room_id: &str) -> bool {
+        !config()
+            .threepid_addresses_refused
+            .iter()
+            .any(|a| a == address)
     }
 
     fn check_can_deactivate_user(user_id: &str, by_admin: bool) -> bool {
@@ -370,7 +410,8 @@ fn trap() -> ! {
 }
 
 myelin_sdk::export_plugin!(
-    TestHooks: AccountValidity,
+    TestHooks: SpamChecker,
+    AccountValidity,
     PasswordAuthProvider,
     AccountDataCallbacks,
     ThirdPartyRules,
