@@ -8,7 +8,7 @@
 use std::{sync::Arc, time::Duration};
 
 use base64::Engine;
-use myelin_plugin_api::http::CheckedResolver;
+use myelin_plugin_api::http::OutboundClient;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -20,6 +20,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum IdentityError {
     #[error("invalid identity server name {0:?}")]
     InvalidServer(String),
+    #[error("the identity server's address {0} is not public")]
+    PrivateAddress(String),
     #[error("the identity server could not be reached: {0}")]
     Unreachable(#[from] reqwest::Error),
     #[error("the identity server answered {0}")]
@@ -36,7 +38,7 @@ pub struct StoredInvite {
 
 #[derive(Clone)]
 pub struct IdentityClient {
-    client: reqwest::Client,
+    client: OutboundClient,
     /// Identity servers spoken to over plain HTTP (`host:port`), for an
     /// operator's own one on a private network, or a test.
     http_servers: Arc<[String]>,
@@ -44,19 +46,8 @@ pub struct IdentityClient {
 
 impl IdentityClient {
     pub fn new(allowed_private: Vec<ipnet::IpNet>, http_servers: Vec<String>) -> Self {
-        let resolver = CheckedResolver {
-            allow_private: false,
-            also_allowed: allowed_private,
-        };
-        let client = reqwest::Client::builder()
-            .dns_resolver(Arc::new(resolver))
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(REQUEST_TIMEOUT)
-            .no_proxy()
-            .build()
-            .expect("the identity client builds");
         Self {
-            client,
+            client: OutboundClient::new(allowed_private, REQUEST_TIMEOUT),
             http_servers: http_servers.into(),
         }
     }
@@ -73,6 +64,9 @@ impl IdentityClient {
         .map_err(|_| IdentityError::InvalidServer(id_server.to_owned()))?;
         if url.path() != format!("/_matrix/identity/v2/{path}") {
             return Err(IdentityError::InvalidServer(id_server.to_owned()));
+        }
+        if !self.client.permits(&url) {
+            return Err(IdentityError::PrivateAddress(id_server.to_owned()));
         }
         Ok(url)
     }
@@ -99,7 +93,12 @@ impl IdentityClient {
         address: &str,
     ) -> Result<Option<String>, IdentityError> {
         let details = self
-            .call(self.client.get(self.url(id_server, "hash_details")?), token)
+            .call(
+                self.client
+                    .client()
+                    .get(self.url(id_server, "hash_details")?),
+                token,
+            )
             .await?;
         let pepper = details["lookup_pepper"].as_str().unwrap_or_default();
         let algorithms: Vec<&str> = details["algorithms"]
@@ -120,7 +119,10 @@ impl IdentityClient {
         let body = json!({"addresses": [lookup], "algorithm": algorithm, "pepper": pepper});
         let answer = self
             .call(
-                self.client.post(self.url(id_server, "lookup")?).json(&body),
+                self.client
+                    .client()
+                    .post(self.url(id_server, "lookup")?)
+                    .json(&body),
                 token,
             )
             .await?;
@@ -138,6 +140,7 @@ impl IdentityClient {
         let answer = self
             .call(
                 self.client
+                    .client()
                     .post(self.url(id_server, "store-invite")?)
                     .json(request),
                 token,

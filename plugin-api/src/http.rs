@@ -82,6 +82,45 @@ impl Resolve for CheckedResolver {
     }
 }
 
+/// The client for the server's own outbound requests (push gateways,
+/// identity servers): no redirects, no proxy, and no address that is not
+/// public unless `also_allowed` lists it — host names checked by the
+/// resolver, IP literals (which skip it) by [`Self::permits`].
+#[derive(Clone)]
+pub struct OutboundClient {
+    client: reqwest::Client,
+    resolver: CheckedResolver,
+}
+
+impl OutboundClient {
+    pub fn new(also_allowed: Vec<ipnet::IpNet>, timeout: Duration) -> Self {
+        let resolver = CheckedResolver {
+            allow_private: false,
+            also_allowed,
+        };
+        let client = reqwest::Client::builder()
+            .dns_resolver(Arc::new(resolver.clone()))
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(timeout)
+            .no_proxy()
+            .build()
+            .expect("the outbound client builds");
+        Self { client, resolver }
+    }
+
+    /// Whether the URL may be requested: false for an IP literal that is
+    /// not allowed.
+    pub fn permits(&self, url: &reqwest::Url) -> bool {
+        url.host_str()
+            .and_then(|h| h.trim_matches(['[', ']']).parse::<IpAddr>().ok())
+            .is_none_or(|ip| self.resolver.permits(ip))
+    }
+
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+}
+
 /// One plugin's HTTP client, configured from its grant.
 pub struct HttpClient {
     grant: HttpGrant,

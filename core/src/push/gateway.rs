@@ -2,9 +2,9 @@
 //! about is posted to the push gateways of their pushers, retried with
 //! back-off, and never to a private address unless the operator allows it.
 
-use std::{net::IpAddr, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
-use myelin_plugin_api::http::CheckedResolver;
+use myelin_plugin_api::http::OutboundClient;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -32,8 +32,7 @@ pub struct PushGateway {
 
 struct Sender {
     storage: Storage,
-    client: reqwest::Client,
-    resolver: CheckedResolver,
+    outbound: OutboundClient,
     include_content: bool,
 }
 
@@ -43,21 +42,9 @@ impl PushGateway {
         allowed_private: Vec<ipnet::IpNet>,
         include_content: bool,
     ) -> Self {
-        let resolver = CheckedResolver {
-            allow_private: false,
-            also_allowed: allowed_private,
-        };
-        let client = reqwest::Client::builder()
-            .dns_resolver(Arc::new(resolver.clone()))
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(REQUEST_TIMEOUT)
-            .no_proxy()
-            .build()
-            .expect("the push client builds");
         let sender = Arc::new(Sender {
             storage,
-            client,
-            resolver,
+            outbound: OutboundClient::new(allowed_private, REQUEST_TIMEOUT),
             include_content,
         });
         let (jobs, queue) = mpsc::unbounded_channel::<PushJob>();
@@ -156,17 +143,20 @@ impl Sender {
         else {
             return;
         };
-        if let Some(ip) = url
-            .host_str()
-            .and_then(|h| h.trim_matches(['[', ']']).parse::<IpAddr>().ok())
-            && !self.resolver.permits(ip)
-        {
+        if !self.outbound.permits(&url) {
             tracing::warn!(%url, "push gateway refused: private address");
             return;
         }
         let mut delay = FIRST_RETRY;
         for attempt in 1..=ATTEMPTS {
-            match self.client.post(url.clone()).json(&body).send().await {
+            match self
+                .outbound
+                .client()
+                .post(url.clone())
+                .json(&body)
+                .send()
+                .await
+            {
                 Ok(response) if response.status().is_success() => {
                     let answer: Value = response.json().await.unwrap_or_default();
                     let rejected = answer["rejected"].as_array().is_some_and(|keys| {

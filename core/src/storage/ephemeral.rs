@@ -121,7 +121,6 @@ impl Storage {
         })
     }
 
-    /// Every receipt in a room, for a client seeing the room for the first time.
     /// The receipts of all these rooms up to `upto`, in one query per
     /// thousand rooms.
     pub async fn receipts_in_rooms(&self, room_ids: &[&str], upto: i64) -> Result<Vec<ReceiptRow>> {
@@ -144,20 +143,6 @@ impl Storage {
             });
         }
         Ok(out)
-    }
-
-    pub async fn room_receipts(&self, room_id: &str, upto: i64) -> Result<Vec<ReceiptRow>> {
-        read!(self, pool => {
-            let rows = sqlx::query(
-                "SELECT room_id, receipt_type, user_id, thread_id, event_id, ts FROM receipts
-                 WHERE room_id = $1 AND stream_id <= $2 ORDER BY stream_id",
-            )
-            .bind(room_id)
-            .bind(upto)
-            .fetch_all(pool)
-            .await?;
-            receipt_rows!(rows)
-        })
     }
 
     /// Stores a user's presence; returns its presence-stream position.

@@ -238,14 +238,4 @@ impl Storage {
         }
         Ok(rows)
     }
-
-    pub async fn pushers(&self, user_id: &str) -> Result<Vec<PusherRow>> {
-        read!(self, pool => {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(&*format!("SELECT {PUSHER_COLUMNS} FROM pushers WHERE user_id = $1 ORDER BY created_ts")))
-                .bind(user_id)
-                .fetch_all(pool)
-                .await?;
-            pusher_rows!(rows)
-        })
-    }
 }

@@ -204,7 +204,7 @@ pub async fn get_pushers(
 ) -> ApiResult<RumaResponse<get_pushers::Response>> {
     let rows = state
         .storage
-        .pushers(req.session().user_id.as_str())
+        .pushers_of(&[req.session().user_id.as_str()])
         .await?;
     let pushers = rows
         .into_iter()

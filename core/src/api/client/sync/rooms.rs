@@ -463,7 +463,7 @@ impl SyncRequest<'_> {
         let receipts = if full && since.is_some() {
             self.state
                 .storage
-                .room_receipts(room_id.as_str(), now.get(Stream::Receipts))
+                .receipts_in_rooms(&[room_id.as_str()], now.get(Stream::Receipts))
                 .await?
         } else {
             receipts
