@@ -24,6 +24,7 @@ on_both_backends! {
     knocks_show_until_answered => knocks_show_until_answered,
     include_leave_lists_left_rooms => include_leave_lists_left_rooms,
     thread_notifications_are_counted_per_thread => thread_notifications_are_counted_per_thread,
+    syncs_and_pages_span_a_restart => syncs_and_pages_span_a_restart,
 }
 
 const C: &str = "/_matrix/client/v3";
@@ -1327,4 +1328,60 @@ async fn thread_notifications_are_counted_per_thread(backend: Backend) {
     let update = sync_filtered(&server, &bob, &per_thread, Some(&since)).await;
     assert_eq!(thread_counts(&update, &root), (1, 0), "{update}");
     assert_eq!(room_counts(&update), (1, 0), "{update}");
+}
+
+/// The server answers recent syncs and pages from memory, which a restart
+/// empties: tokens from before it still get every event since, in order,
+/// with a redaction applied on both sides of the restart, and pages reach
+/// back across it.
+async fn syncs_and_pages_span_a_restart(backend: Backend) {
+    let mut server = TestServer::start(backend, "").await;
+    let (alice, bob, room) = pair(&server).await;
+    let before = next_batch(&sync(&server, &bob, "").await);
+    send_text(&server, &alice, &room, "before the restart").await;
+    let doomed = send_text(&server, &alice, &room, "doomed").await;
+    server.crash_and_restart().await;
+
+    send_text(&server, &alice, &room, "after the restart").await;
+    let redact = format!("{C}/rooms/{}/redact/{}/{}", enc(&room), enc(&doomed), txn());
+    ok(server.put(&redact, &alice, json!({})).await);
+    let update = sync_since(&server, &bob, &before).await;
+    assert_eq!(
+        bodies(&update, "join", &room),
+        ["before the restart", "", "after the restart"],
+        "{update}"
+    );
+    assert_ne!(update["rooms"]["join"][&room]["timeline"]["limited"], true);
+
+    // After the restart everything is recent: one new event, no more.
+    send_text(&server, &alice, &room, "latest").await;
+    let latest = sync_since(&server, &bob, &next_batch(&update)).await;
+    assert_eq!(bodies(&latest, "join", &room), ["latest"], "{latest}");
+
+    // Newest first, across the restart, the redacted event without content.
+    let path = format!("{C}/rooms/{}/messages?dir=b&limit=5", enc(&room));
+    let page = ok(server.get(&path, Some(&bob.token)).await);
+    let chunk = page["chunk"].as_array().unwrap();
+    let listed: Vec<(&str, &str)> = chunk
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap(),
+                e["content"]["body"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("m.room.message", "latest"),
+            ("m.room.redaction", ""),
+            ("m.room.message", "after the restart"),
+            ("m.room.message", ""),
+            ("m.room.message", "before the restart"),
+        ],
+        "{page}"
+    );
+    assert_eq!(chunk[3]["event_id"], doomed.as_str());
+    assert_eq!(chunk[3]["content"], json!({}));
 }

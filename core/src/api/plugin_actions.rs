@@ -286,11 +286,11 @@ async fn notices_room(
     system: &UserId,
     user: &UserId,
 ) -> ApiResult<Option<OwnedRoomId>> {
-    for (room, membership, _) in state.storage.memberships_of(system.as_str()).await? {
+    for (room, membership, _) in state.storage.memberships_of(system.as_str()).await?.iter() {
         if membership != "join" {
             continue;
         }
-        let theirs = state.storage.membership(&room, user.as_str()).await?;
+        let theirs = state.storage.membership(room, user.as_str()).await?;
         if theirs.is_some_and(|(m, _)| m == "join" || m == "invite") {
             return Ok(RoomId::parse(room).ok());
         }

@@ -213,8 +213,10 @@ impl Rooms {
         for extremity in extremities {
             let state = self.storage.state_at_group(extremity.state_group).await?;
             let state: HashMap<StateKey, OwnedEventId> = state
-                .into_iter()
-                .filter_map(|(key, id)| Some((key, OwnedEventId::try_from(id).ok()?)))
+                .iter()
+                .filter_map(|(key, id)| {
+                    Some((key.clone(), OwnedEventId::try_from(id.as_str()).ok()?))
+                })
                 .collect();
             states.push(state);
         }

@@ -138,6 +138,11 @@ impl Storage {
                 sqlx::query(*statement).bind(room_id).execute(&mut *tx).await?;
             }
             tx.commit().await?;
+            self.caches.recent.write().forget_room(room_id);
+            self.caches.memberships.clear();
+            self.caches.unread.clear();
+            self.caches.room_members.invalidate(room_id);
+            self.caches.state_groups.clear();
             Ok(())
         })
     }

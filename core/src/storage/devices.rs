@@ -120,6 +120,11 @@ impl Storage {
                     .await?;
             }
             tx.commit().await?;
+            for device_id in device_ids {
+                self.caches
+                    .key_counts
+                    .invalidate(&(user_id.to_owned(), device_id.clone()));
+            }
             Ok(())
         })
     }

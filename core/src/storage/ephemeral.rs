@@ -102,6 +102,8 @@ impl Storage {
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
+            // What the user has read decides their unread counts.
+            self.caches.unread.invalidate(receipt.user_id.as_str());
             Ok(Some(position))
         })
     }

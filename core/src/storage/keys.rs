@@ -189,12 +189,24 @@ impl Storage {
                 .await?;
             }
             tx.commit().await?;
+            self.caches
+                .key_counts
+                .invalidate(&(user_id.to_owned(), device_id.to_owned()));
             Ok(())
         })
     }
 
     /// What `/sync` and `/keys/upload` report about a device's keys.
     pub async fn key_counts(&self, user_id: &str, device_id: &str) -> Result<KeyCounts> {
+        self.caches
+            .key_counts
+            .get_or_load(&(user_id.to_owned(), device_id.to_owned()), async {
+                self.key_counts_uncached(user_id, device_id).await
+            })
+            .await
+    }
+
+    async fn key_counts_uncached(&self, user_id: &str, device_id: &str) -> Result<KeyCounts> {
         read!(self, pool => {
             let rows: Vec<(String, i64, i64)> = sqlx::query_as(
                 "SELECT algorithm, COUNT(*), CAST(0 AS BIGINT) FROM one_time_keys
@@ -222,6 +234,19 @@ impl Storage {
     /// Takes one of the device's one-time keys of the algorithm, or else
     /// hands out its fallback key (which stays, marked used).
     pub async fn claim_key(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        algorithm: &str,
+    ) -> Result<Option<(String, String)>> {
+        let claimed = self.claim_key_uncached(user_id, device_id, algorithm).await;
+        self.caches
+            .key_counts
+            .invalidate(&(user_id.to_owned(), device_id.to_owned()));
+        claimed
+    }
+
+    async fn claim_key_uncached(
         &self,
         user_id: &str,
         device_id: &str,
@@ -385,6 +410,19 @@ impl Storage {
         since: i64,
         upto: i64,
     ) -> Result<Vec<(String, String, String)>> {
+        let memberships = self.memberships_of(user_id).await?;
+        let rooms = memberships
+            .iter()
+            .map(|(room, _, _)| room.as_str())
+            .collect();
+        if let Some(changes) = self
+            .caches
+            .recent
+            .read()
+            .member_events_between(since, upto, &rooms)
+        {
+            return Ok(changes);
+        }
         read!(self, pool => {
             let rows: Vec<(String, String, String)> = sqlx::query_as(
                 "SELECT e.room_id, e.state_key, e.json FROM events e

@@ -7,6 +7,7 @@
 mod accounts;
 pub mod admin;
 mod aliases;
+mod cache;
 mod device_auth_providers;
 mod devices;
 pub mod ephemeral;
@@ -22,7 +23,7 @@ pub mod threepids;
 mod tokens;
 pub mod user_data;
 
-use std::{str::FromStr, time::Duration};
+use std::{str::FromStr, sync::Arc, time::Duration};
 
 use sqlx::{
     PgPool, SqlitePool,
@@ -30,6 +31,7 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
+use self::cache::Caches;
 pub use self::{
     accounts::{NewUser, Profile, UserRecord},
     devices::DeviceRecord,
@@ -54,6 +56,7 @@ enum Db {
 #[derive(Clone)]
 pub struct Storage {
     db: Db,
+    caches: Arc<Caches>,
 }
 
 /// Runs `$body` with `$pool` bound to the pool that serves reads.
@@ -119,7 +122,13 @@ impl Storage {
                 Db::Postgres(pool)
             }
         };
-        Ok(Self { db })
+        let storage = Self {
+            db,
+            caches: Arc::default(),
+        };
+        let last_event = storage.last_event_position().await?;
+        storage.caches.recent.write().start_after(last_event);
+        Ok(storage)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Push: what the rules decided per user and event (the source of unread
 //! counts and `/notifications`), and the users' pushers.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use sqlx::Row;
 
@@ -18,6 +18,9 @@ pub struct PushActionRow {
     /// The actions as JSON, for `/notifications` and pushers.
     pub actions: String,
 }
+
+/// Unread counts per `(room, thread)`.
+pub type UnreadByThread = HashMap<(String, String), UnreadCounts>;
 
 /// Unread counts of one room and thread.
 #[derive(Debug, Clone, Copy, Default)]
@@ -89,10 +92,16 @@ const PUSHER_COLUMNS: &str = "user_id, device_id, kind, app_id, pushkey, app_dis
 impl Storage {
     /// Unread notification and highlight counts per `(room, thread)` for
     /// everything after the user's read receipts.
-    pub async fn unread_counts(
-        &self,
-        user_id: &str,
-    ) -> Result<HashMap<(String, String), UnreadCounts>> {
+    pub async fn unread_counts(&self, user_id: &str) -> Result<Arc<UnreadByThread>> {
+        self.caches
+            .unread
+            .get_or_load(&user_id.to_owned(), async {
+                Ok(Arc::new(self.unread_counts_uncached(user_id).await?))
+            })
+            .await
+    }
+
+    async fn unread_counts_uncached(&self, user_id: &str) -> Result<UnreadByThread> {
         let sql = format!(
             "SELECT a.room_id, a.thread_id,
                  SUM(CASE WHEN a.notify THEN 1 ELSE 0 END) AS notifications,

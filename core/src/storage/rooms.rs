@@ -23,6 +23,13 @@ pub const SNAPSHOT_INTERVAL: i64 = 100;
 /// `(event type, state key)`.
 pub type StateKey = (String, String);
 
+/// A user's membership in a room: `(room, membership, the membership
+/// event's stream position)`.
+pub type Membership = (String, String, i64);
+
+/// A room's joined members and invitees.
+pub type JoinedAndInvited = (Vec<String>, Vec<String>);
+
 #[derive(Debug, Clone)]
 pub struct RoomRecord {
     pub room_id: String,
@@ -310,8 +317,36 @@ impl Storage {
                 insert.build().execute(&mut *tx).await?;
             }
             tx.commit().await?;
+            self.events_committed(batch, &orderings);
             Ok(orderings)
         })
+    }
+
+    /// Brings the caches up to a committed batch of events.
+    fn events_committed(&self, batch: &[EventWrite], orderings: &[i64]) {
+        self.caches.recent.write().record(batch, orderings);
+        for write in batch {
+            let pdu = &write.pdu;
+            if pdu.kind.to_string() == "m.room.member"
+                && let Some(member) = &pdu.state_key
+            {
+                self.caches.memberships.invalidate(member.as_str());
+                self.caches.room_members.invalidate(pdu.room_id.as_str());
+            }
+            // A new event is after every receipt: it simply adds to the
+            // counts of whom it notifies.
+            for action in &write.push_actions {
+                self.caches
+                    .unread
+                    .update(action.user_id.as_str(), |counts| {
+                        let counts = Arc::make_mut(counts)
+                            .entry((pdu.room_id.to_string(), action.thread_id.clone()))
+                            .or_default();
+                        counts.notifications += i64::from(action.notify);
+                        counts.highlights += i64::from(action.highlight);
+                    });
+            }
+        }
     }
 
     /// Stores the resolution of a forked room: a snapshot state group and
@@ -361,6 +396,9 @@ impl Storage {
                 .await?;
             }
             tx.commit().await?;
+            // Anyone's membership may have changed.
+            self.caches.memberships.clear();
+            self.caches.room_members.invalidate(room_id);
             Ok(())
         })
     }
@@ -430,9 +468,9 @@ impl Storage {
 
     /// The events with these IDs that exist, in no particular order.
     pub async fn events(&self, event_ids: &[String]) -> Result<Vec<StoredEvent>> {
-        let mut out = Vec::with_capacity(event_ids.len());
+        let (mut out, missing) = self.caches.recent.read().events(event_ids);
         // Chunked so the statement stays within both backends' parameter limits.
-        for chunk in event_ids.chunks(500) {
+        for chunk in missing.chunks(500) {
             let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             let sql = format!(
                 "SELECT {EVENT_COLUMNS} FROM events WHERE event_id IN ({})",
@@ -496,8 +534,13 @@ impl Storage {
 
     /// The full state map of a state group: its chain is walked in one
     /// recursive query, the nearest entry for each key wins.
-    pub async fn state_at_group(&self, group: i64) -> Result<HashMap<StateKey, String>> {
-        self.state_at_group_filtered(group, None).await
+    pub async fn state_at_group(&self, group: i64) -> Result<Arc<HashMap<StateKey, String>>> {
+        self.caches
+            .state_groups
+            .get_or_load(&group, async {
+                Ok(Arc::new(self.state_at_group_filtered(group, None).await?))
+            })
+            .await
     }
 
     /// One entry of a state group's state.
@@ -647,7 +690,16 @@ impl Storage {
 
     /// Users whose current membership in the room is `membership`.
     /// The room's joined and invited members, in one query.
-    pub async fn joined_and_invited(&self, room_id: &str) -> Result<(Vec<String>, Vec<String>)> {
+    pub async fn joined_and_invited(&self, room_id: &str) -> Result<Arc<JoinedAndInvited>> {
+        self.caches
+            .room_members
+            .get_or_load(&room_id.to_owned(), async {
+                Ok(Arc::new(self.joined_and_invited_uncached(room_id).await?))
+            })
+            .await
+    }
+
+    async fn joined_and_invited_uncached(&self, room_id: &str) -> Result<JoinedAndInvited> {
         let rows: Vec<(String, String)> = read!(self, pool => {
             sqlx::query_as(
                 "SELECT state_key, membership FROM current_state
@@ -690,6 +742,15 @@ impl Storage {
         forward: bool,
         limit: i64,
     ) -> Result<Vec<StoredEvent>> {
+        if let Some(events) = self.caches.recent.read().room_events(
+            room_id,
+            from,
+            to,
+            forward,
+            limit.try_into().unwrap_or_default(),
+        ) {
+            return Ok(events);
+        }
         let sql = if forward {
             format!(
                 "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND stream_ordering > $2
@@ -716,7 +777,16 @@ impl Storage {
 
     /// Every room the user has a membership in: `(room, membership, the
     /// membership event's stream position)`.
-    pub async fn memberships_of(&self, user_id: &str) -> Result<Vec<(String, String, i64)>> {
+    pub async fn memberships_of(&self, user_id: &str) -> Result<Arc<Vec<Membership>>> {
+        self.caches
+            .memberships
+            .get_or_load(&user_id.to_owned(), async {
+                Ok(Arc::new(self.memberships_of_uncached(user_id).await?))
+            })
+            .await
+    }
+
+    async fn memberships_of_uncached(&self, user_id: &str) -> Result<Vec<Membership>> {
         read!(self, pool => {
             let rows = sqlx::query(
                 "SELECT c.room_id, c.membership, e.stream_ordering
@@ -735,6 +805,9 @@ impl Storage {
 
     /// Rooms with events in the stream range `(since, upto]`.
     pub async fn rooms_with_events_between(&self, since: i64, upto: i64) -> Result<Vec<String>> {
+        if let Some(rooms) = self.caches.recent.read().rooms_between(since, upto) {
+            return Ok(rooms);
+        }
         read!(self, pool => {
             sqlx::query_scalar(
                 "SELECT DISTINCT room_id FROM events WHERE stream_ordering > $1 AND stream_ordering <= $2",
@@ -748,6 +821,9 @@ impl Storage {
 
     /// The state group after the room's last event at or before `position`.
     pub async fn state_group_at(&self, room_id: &str, position: i64) -> Result<Option<i64>> {
+        if let Some(group) = self.caches.recent.read().state_group_at(room_id, position) {
+            return Ok(Some(group));
+        }
         read!(self, pool => {
             sqlx::query_scalar(
                 "SELECT state_group FROM events WHERE room_id = $1 AND stream_ordering <= $2
@@ -769,6 +845,14 @@ impl Storage {
     ) -> Result<HashMap<String, String>> {
         if event_ids.is_empty() {
             return Ok(HashMap::new());
+        }
+        if let Some(txns) = self
+            .caches
+            .recent
+            .read()
+            .txn_ids(user_id, device_id, event_ids)
+        {
+            return Ok(txns);
         }
         let placeholders: Vec<String> = (3..event_ids.len() + 3).map(|i| format!("${i}")).collect();
         let sql = format!(
@@ -842,6 +926,7 @@ impl Storage {
                 .bind(room_id)
                 .execute(pool)
                 .await?;
+            self.caches.memberships.invalidate(user_id);
             Ok(())
         })
     }

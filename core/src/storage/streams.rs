@@ -18,14 +18,21 @@ macro_rules! next_position {
 pub(crate) use next_position;
 
 impl Storage {
+    /// The stream position of the last event written.
+    pub(super) async fn last_event_position(&self) -> Result<i64> {
+        let last: Option<i64> = read!(self, pool => {
+            sqlx::query_scalar("SELECT MAX(stream_ordering) FROM events")
+                .fetch_one(pool)
+                .await?
+        });
+        Ok(last.unwrap_or_default())
+    }
+
     /// The committed position of every stored stream.
     pub async fn stream_positions(&self) -> Result<Positions> {
         let mut positions = Positions::default();
         read!(self, pool => {
-            let events: Option<i64> = sqlx::query_scalar("SELECT MAX(stream_ordering) FROM events")
-                .fetch_one(pool)
-                .await?;
-            positions.set(Stream::Events, events.unwrap_or_default());
+            positions.set(Stream::Events, self.last_event_position().await?);
             let rows: Vec<(String, i64)> = sqlx::query_as("SELECT stream, position FROM stream_positions")
                 .fetch_all(pool)
                 .await?;

@@ -1,6 +1,8 @@
 //! Sending and reading single events (spec: "Sending events to a room",
 //! "Getting events for a room", "Redactions").
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use http::StatusCode;
 use ruma::{
@@ -271,7 +273,7 @@ async fn state_events(
 ) -> ApiResult<Vec<StoredEvent>> {
     let ids = match readable_state_group(state, room_id, user).await? {
         None => state.storage.current_state_ids(room_id.as_str()).await?,
-        Some(group) => state.storage.state_at_group(group).await?,
+        Some(group) => Arc::unwrap_or_clone(state.storage.state_at_group(group).await?),
     };
     let mut events = state
         .storage

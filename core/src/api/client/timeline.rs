@@ -2,7 +2,7 @@
 //! room", "Room membership"): `/messages`, `/context`, `/members`,
 //! `/joined_members`, `/timestamp_to_event`.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use axum::extract::State;
 use ruma::{
@@ -234,7 +234,7 @@ pub async fn get_context(
     let state_ids = state.storage.state_at_group(event.state_group).await?;
     let mut state_events = state
         .storage
-        .events(&state_ids.into_values().collect::<Vec<_>>())
+        .events(&state_ids.values().cloned().collect::<Vec<_>>())
         .await?;
     state_events.sort_by_key(|e| e.stream_ordering);
 
@@ -281,7 +281,7 @@ pub async fn get_members(
         None => group,
     };
     let ids = match group {
-        Some(group) => state.storage.state_at_group(group).await?,
+        Some(group) => Arc::unwrap_or_clone(state.storage.state_at_group(group).await?),
         None => state.storage.current_state_ids(room_id.as_str()).await?,
     };
     let member_ids: Vec<String> = ids

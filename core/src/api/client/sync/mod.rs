@@ -118,12 +118,14 @@ pub async fn sync(
         None
     } else {
         let mut keys = vec![WakeKey::User(session.user_id.clone())];
-        for room in state
+        let memberships = state
             .storage
-            .rooms_with_membership(session.user_id.as_str(), "join")
-            .await?
-        {
-            if let Ok(room) = OwnedRoomId::try_from(room) {
+            .memberships_of(session.user_id.as_str())
+            .await?;
+        for (room, membership, _) in memberships.iter() {
+            if membership == "join"
+                && let Ok(room) = OwnedRoomId::try_from(room.as_str())
+            {
                 keys.push(WakeKey::Room(room));
             }
         }

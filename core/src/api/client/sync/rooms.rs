@@ -1,6 +1,9 @@
 //! The `rooms` section of a sync: joined, invited, knocked and left rooms.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use ruma::{
     OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UInt,
@@ -101,12 +104,13 @@ impl SyncRequest<'_> {
             }
         }
 
-        for (room_id, membership, at) in memberships {
+        for (room_id, membership, at) in memberships.iter() {
+            let at = *at;
             // A membership committed after `now` is for the next sync.
             if at > now.get(Stream::Events) {
                 continue;
             }
-            let Ok(room_id) = OwnedRoomId::try_from(room_id) else {
+            let Ok(room_id) = OwnedRoomId::try_from(room_id.as_str()) else {
                 continue;
             };
             if room_filter.not_rooms.contains(&room_id)
@@ -245,7 +249,7 @@ impl SyncRequest<'_> {
         room_id: &RoomId,
         timeline: &Timeline,
         upto: i64,
-    ) -> ApiResult<HashMap<(String, String), String>> {
+    ) -> ApiResult<Arc<HashMap<(String, String), String>>> {
         let position = timeline
             .events
             .first()
@@ -257,7 +261,7 @@ impl SyncRequest<'_> {
             .await?
         {
             Some(group) => Ok(self.state.storage.state_at_group(group).await?),
-            None => Ok(HashMap::new()),
+            None => Ok(Arc::default()),
         }
     }
 
@@ -286,10 +290,10 @@ impl SyncRequest<'_> {
                 .await?
             {
                 Some(group) => self.state.storage.state_at_group(group).await?,
-                None => HashMap::new(),
+                None => Arc::default(),
             },
             Some(_) => before.clone(),
-            None => HashMap::new(),
+            None => Arc::default(),
         };
         let senders: HashSet<&str> = timeline
             .events
@@ -303,7 +307,7 @@ impl SyncRequest<'_> {
             .collect();
         let mut wanted: Vec<String> = Vec::new();
         let mut lazy_members: Vec<String> = Vec::new();
-        for ((kind, state_key), event_id) in &before {
+        for ((kind, state_key), event_id) in before.iter() {
             if in_timeline.contains(event_id.as_str()) {
                 continue;
             }
@@ -519,14 +523,15 @@ impl SyncRequest<'_> {
     /// `m.heroes` and the member counts, from the room's current state.
     async fn summary(&self, room_id: &RoomId) -> ApiResult<sync_events::RoomSummary> {
         let storage = &self.state.storage;
-        let (joined, invited) = storage.joined_and_invited(room_id.as_str()).await?;
+        let members = storage.joined_and_invited(room_id.as_str()).await?;
+        let (joined, invited) = &*members;
         let mut summary = sync_events::RoomSummary::new();
         summary.joined_member_count = Some(UInt::try_from(joined.len() as u64).unwrap_or_default());
         summary.invited_member_count =
             Some(UInt::try_from(invited.len() as u64).unwrap_or_default());
         summary.heroes = joined
             .iter()
-            .chain(&invited)
+            .chain(invited)
             .filter(|user| *user != self.user.as_str())
             .take(5)
             .filter_map(|user| OwnedUserId::try_from(user.as_str()).ok())
