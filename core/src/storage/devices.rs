@@ -121,9 +121,9 @@ impl Storage {
             }
             tx.commit().await?;
             for device_id in device_ids {
-                self.caches
-                    .key_counts
-                    .invalidate(&(user_id.to_owned(), device_id.clone()));
+                let device = (user_id.to_owned(), device_id.clone());
+                self.caches.key_counts.invalidate(&device);
+                self.caches.empty_inboxes.invalidate(&device);
             }
             Ok(())
         })

@@ -245,11 +245,17 @@ impl Storage {
                 last = Some(position);
             }
             tx.commit().await?;
+            for message in messages {
+                self.caches
+                    .empty_inboxes
+                    .invalidate(&(message.user_id.clone(), message.device_id.clone()));
+            }
             Ok(Some(last.unwrap_or_default()))
         })
     }
 
     /// A device's waiting messages up to position `upto`, oldest first.
+    /// An inbox found empty is remembered until a message is queued to it.
     pub async fn to_device_messages(
         &self,
         user_id: &str,
@@ -257,15 +263,34 @@ impl Storage {
         upto: i64,
         limit: i64,
     ) -> Result<Vec<ToDeviceRow>> {
+        let inbox = (user_id.to_owned(), device_id.to_owned());
+        let Err(ticket) = self.caches.empty_inboxes.get(&inbox) else {
+            return Ok(Vec::new());
+        };
+        // Read past `upto`, so that "empty" means the whole inbox.
+        let mut messages = self
+            .oldest_to_device_messages(user_id, device_id, limit)
+            .await?;
+        if messages.is_empty() {
+            self.caches.empty_inboxes.fill(ticket, inbox, ());
+        }
+        messages.retain(|message| message.stream_id <= upto);
+        Ok(messages)
+    }
+
+    async fn oldest_to_device_messages(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        limit: i64,
+    ) -> Result<Vec<ToDeviceRow>> {
         read!(self, pool => {
             let rows = sqlx::query(
                 "SELECT stream_id, sender, type, content FROM to_device_inbox
-                 WHERE user_id = $1 AND device_id = $2 AND stream_id <= $3
-                 ORDER BY stream_id LIMIT $4",
+                 WHERE user_id = $1 AND device_id = $2 ORDER BY stream_id LIMIT $3",
             )
             .bind(user_id)
             .bind(device_id)
-            .bind(upto)
             .bind(limit)
             .fetch_all(pool)
             .await?;

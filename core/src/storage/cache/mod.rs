@@ -38,6 +38,8 @@ pub(super) struct Caches {
     pub unread: KeyedCache<String, Arc<UnreadByThread>>,
     /// Per `(user, device)`: one-time and fallback key counts.
     pub key_counts: KeyedCache<(String, String), KeyCounts>,
+    /// The `(user, device)`s whose send-to-device inbox was found empty.
+    pub empty_inboxes: KeyedCache<(String, String), ()>,
     /// Per room: joined and invited members.
     pub room_members: KeyedCache<String, Arc<JoinedAndInvited>>,
     /// Per state group: its whole state (groups never change once written).
@@ -51,6 +53,7 @@ impl Default for Caches {
             memberships: KeyedCache::new(ENTRIES_PER_CACHE),
             unread: KeyedCache::new(ENTRIES_PER_CACHE),
             key_counts: KeyedCache::new(ENTRIES_PER_CACHE),
+            empty_inboxes: KeyedCache::new(ENTRIES_PER_CACHE),
             room_members: KeyedCache::new(ENTRIES_PER_CACHE),
             state_groups: KeyedCache::new(STATE_GROUPS),
         }
@@ -66,6 +69,9 @@ pub(super) struct KeyedCache<K, V> {
     slots: Mutex<Slots<K, V>>,
     capacity: usize,
 }
+
+/// The generation a cache miss saw.
+pub(super) struct Ticket(u64);
 
 struct Slots<K, V> {
     generation: u64,
@@ -86,22 +92,34 @@ impl<K: Eq + Hash + Clone, V: Clone> KeyedCache<K, V> {
     /// The cached value, or else `load`'s, which is kept if nothing changed
     /// meanwhile.
     pub async fn get_or_load(&self, key: &K, load: impl Future<Output = Result<V>>) -> Result<V> {
-        let generation = {
-            let slots = self.slots.lock();
-            if let Some(value) = slots.entries.get(key) {
-                return Ok(value.clone());
-            }
-            slots.generation
+        let ticket = match self.get(key) {
+            Ok(value) => return Ok(value),
+            Err(ticket) => ticket,
         };
         let value = load.await?;
+        self.fill(ticket, key.clone(), value.clone());
+        Ok(value)
+    }
+
+    /// The cached value, or the ticket with which to store one read now.
+    pub fn get(&self, key: &K) -> std::result::Result<V, Ticket> {
+        let slots = self.slots.lock();
+        match slots.entries.get(key) {
+            Some(value) => Ok(value.clone()),
+            None => Err(Ticket(slots.generation)),
+        }
+    }
+
+    /// Stores a value read after [`Self::get`] gave `ticket`, unless
+    /// something changed since.
+    pub fn fill(&self, ticket: Ticket, key: K, value: V) {
         let mut slots = self.slots.lock();
-        if slots.generation == generation {
+        if slots.generation == ticket.0 {
             if slots.entries.len() >= self.capacity {
                 slots.entries.clear();
             }
-            slots.entries.insert(key.clone(), value.clone());
+            slots.entries.insert(key, value);
         }
-        Ok(value)
     }
 
     /// Changes a cached value in place (nothing if it is not cached).
