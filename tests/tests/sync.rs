@@ -25,6 +25,7 @@ on_both_backends! {
     include_leave_lists_left_rooms => include_leave_lists_left_rooms,
     thread_notifications_are_counted_per_thread => thread_notifications_are_counted_per_thread,
     syncs_and_pages_span_a_restart => syncs_and_pages_span_a_restart,
+    a_forgotten_room_stays_hidden_until_a_new_membership => a_forgotten_room_stays_hidden_until_a_new_membership,
 }
 
 const C: &str = "/_matrix/client/v3";
@@ -1384,4 +1385,44 @@ async fn syncs_and_pages_span_a_restart(backend: Backend) {
     );
     assert_eq!(chunk[3]["event_id"], doomed.as_str());
     assert_eq!(chunk[3]["content"], json!({}));
+}
+
+/// Forgetting a left room hides it from `include_leave` syncs, yet the
+/// room-mates it was the last shared room with still show as `left`; a new
+/// membership (an invite) brings the room back.
+async fn a_forgotten_room_stays_hidden_until_a_new_membership(backend: Backend) {
+    let server = TestServer::start(backend, "").await;
+    let (alice, bob, room) = pair(&server).await;
+    let include_leave = json!({"room": {"include_leave": true}});
+    let since = next_batch(&sync(&server, &bob, "").await);
+
+    let path = |action: &str| format!("{C}/rooms/{}/{action}", enc(&room));
+    ok(server
+        .post(&path("leave"), Some(&bob.token), json!({}))
+        .await);
+    ok(server
+        .post(&path("forget"), Some(&bob.token), json!({}))
+        .await);
+    let update = sync_since(&server, &bob, &since).await;
+    assert_eq!(
+        update["device_lists"]["left"],
+        json!([alice.id]),
+        "bob shares no room with alice any more: {update}"
+    );
+    let initial = sync_filtered(&server, &bob, &include_leave, None).await;
+    assert!(sections_of(&initial, &room).is_empty(), "{initial}");
+
+    let before_invite = next_batch(&initial);
+    ok(server
+        .post(
+            &path("invite"),
+            Some(&alice.token),
+            json!({"user_id": bob.id}),
+        )
+        .await);
+    let invited = sync_since(&server, &bob, &before_invite).await;
+    assert_eq!(sections_of(&invited, &room), ["invite"], "{invited}");
+    join(&server, &bob, &room).await;
+    let rejoined = sync_filtered(&server, &bob, &include_leave, None).await;
+    assert_eq!(sections_of(&rejoined, &room), ["join"], "{rejoined}");
 }

@@ -286,7 +286,8 @@ async fn notices_room(
     system: &UserId,
     user: &UserId,
 ) -> ApiResult<Option<OwnedRoomId>> {
-    for (room, membership, _) in state.storage.memberships_of(system.as_str()).await?.iter() {
+    let rooms = state.storage.memberships_of(system.as_str()).await?;
+    for (room, membership, _) in &rooms.memberships {
         if membership != "join" {
             continue;
         }

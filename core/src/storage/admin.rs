@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use super::{Result, Storage, is_unique_violation, read, write};
+use super::{Result, Storage, is_unique_violation, read, to_completion, write};
 
 /// A user as `GET /_synapse/admin/v2/users/{userId}` shows them.
 #[derive(Debug, Clone)]
@@ -118,6 +118,11 @@ impl Storage {
     /// notifications, room account data and the room itself. Abuse reports
     /// about it stay. The caller holds the room's lock.
     pub async fn purge_room(&self, room_id: &str) -> Result<()> {
+        let (this, room_id) = (self.clone(), room_id.to_owned());
+        to_completion(async move { this.purge_room_inner(&room_id).await }).await
+    }
+
+    async fn purge_room_inner(&self, room_id: &str) -> Result<()> {
         const STATEMENTS: &[&str] = &[
             "DELETE FROM event_push_actions WHERE room_id = $1",
             "DELETE FROM receipts WHERE room_id = $1",

@@ -2,7 +2,7 @@
 
 use sqlx::Row;
 
-use super::{Result, Storage, now_ms, read, write};
+use super::{Result, Storage, now_ms, read, to_completion, write};
 
 #[derive(Debug, Clone)]
 pub struct DeviceRecord {
@@ -103,6 +103,11 @@ impl Storage {
     /// Deletes the devices and, through the foreign keys, their tokens;
     /// their pushers, undelivered to-device messages and keys go with them.
     pub async fn delete_devices(&self, user_id: &str, device_ids: &[String]) -> Result<()> {
+        let (this, user_id, device_ids) = (self.clone(), user_id.to_owned(), device_ids.to_vec());
+        to_completion(async move { this.delete_devices_inner(&user_id, &device_ids).await }).await
+    }
+
+    async fn delete_devices_inner(&self, user_id: &str, device_ids: &[String]) -> Result<()> {
         write!(self, pool => {
             let mut tx = pool.begin().await?;
             for device_id in device_ids {

@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use super::{Result, Storage, now_ms, read, streams::next_position, write};
+use super::{Result, Storage, now_ms, read, streams::next_position, to_completion, write};
 use crate::streams::Stream;
 
 #[derive(Debug, Clone)]
@@ -34,6 +34,7 @@ pub struct ToDeviceRow {
 }
 
 /// One send-to-device message to queue.
+#[derive(Clone)]
 pub struct ToDeviceMessage {
     pub user_id: String,
     pub device_id: String,
@@ -63,6 +64,19 @@ impl Storage {
     /// thread at a later event. Returns the receipts-stream position, or
     /// `None` when nothing changed.
     pub async fn set_receipt(
+        &self,
+        receipt: &ReceiptRow,
+        event_stream_ordering: i64,
+    ) -> Result<Option<i64>> {
+        let (this, receipt) = (self.clone(), receipt.clone());
+        to_completion(async move {
+            this.set_receipt_inner(&receipt, event_stream_ordering)
+                .await
+        })
+        .await
+    }
+
+    async fn set_receipt_inner(
         &self,
         receipt: &ReceiptRow,
         event_stream_ordering: i64,
@@ -206,6 +220,23 @@ impl Storage {
     /// Queues send-to-device messages of one request. Returns the last
     /// position, or `None` if this transaction ID was already used.
     pub async fn queue_to_device(
+        &self,
+        sender: (&str, &str),
+        txn_id: &str,
+        kind: &str,
+        messages: &[ToDeviceMessage],
+    ) -> Result<Option<i64>> {
+        let this = self.clone();
+        let (user, device) = (sender.0.to_owned(), sender.1.to_owned());
+        let (txn_id, kind, messages) = (txn_id.to_owned(), kind.to_owned(), messages.to_vec());
+        to_completion(async move {
+            this.queue_to_device_inner((&user, &device), &txn_id, &kind, &messages)
+                .await
+        })
+        .await
+    }
+
+    async fn queue_to_device_inner(
         &self,
         sender: (&str, &str),
         txn_id: &str,

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use sqlx::Row;
 
-use super::{Result, Storage, read, write};
+use super::{Result, Storage, read, to_completion, write};
 
 /// A one-time or fallback key: `<algorithm>:<key_id>` and its JSON.
 #[derive(Debug, Clone)]
@@ -158,6 +158,23 @@ impl Storage {
         one_time: &[OneTimeKeyRow],
         fallback: &[OneTimeKeyRow],
     ) -> Result<()> {
+        let this = self.clone();
+        let (user_id, device_id) = (user_id.to_owned(), device_id.to_owned());
+        let (one_time, fallback) = (one_time.to_vec(), fallback.to_vec());
+        to_completion(async move {
+            this.add_device_keys_inner(&user_id, &device_id, &one_time, &fallback)
+                .await
+        })
+        .await
+    }
+
+    async fn add_device_keys_inner(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        one_time: &[OneTimeKeyRow],
+        fallback: &[OneTimeKeyRow],
+    ) -> Result<()> {
         write!(self, pool => {
             let mut tx = pool.begin().await?;
             for key in one_time {
@@ -239,11 +256,17 @@ impl Storage {
         device_id: &str,
         algorithm: &str,
     ) -> Result<Option<(String, String)>> {
-        let claimed = self.claim_key_uncached(user_id, device_id, algorithm).await;
-        self.caches
-            .key_counts
-            .invalidate(&(user_id.to_owned(), device_id.to_owned()));
-        claimed
+        let this = self.clone();
+        let device = (user_id.to_owned(), device_id.to_owned());
+        let algorithm = algorithm.to_owned();
+        to_completion(async move {
+            let claimed = this
+                .claim_key_uncached(&device.0, &device.1, &algorithm)
+                .await;
+            this.caches.key_counts.invalidate(&device);
+            claimed
+        })
+        .await
     }
 
     async fn claim_key_uncached(
@@ -410,10 +433,13 @@ impl Storage {
         since: i64,
         upto: i64,
     ) -> Result<Vec<(String, String, String)>> {
-        let memberships = self.memberships_of(user_id).await?;
-        let rooms = memberships
+        // Forgotten rooms too: leaving one may end sharing a room with someone.
+        let user_rooms = self.memberships_of(user_id).await?;
+        let rooms = user_rooms
+            .memberships
             .iter()
             .map(|(room, _, _)| room.as_str())
+            .chain(user_rooms.forgotten.iter().map(String::as_str))
             .collect();
         if let Some(changes) = self
             .caches

@@ -132,6 +132,17 @@ impl Storage {
     }
 }
 
+/// Runs a write, and the cache changes that follow its commit, in a task of
+/// its own: a request dropped while its write commits must not leave the
+/// caches behind the database.
+async fn to_completion<T: Send + 'static>(
+    write: impl Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    tokio::spawn(write)
+        .await
+        .unwrap_or(Err(sqlx::Error::WorkerCrashed))
+}
+
 /// Milliseconds since the Unix epoch, as stored in `*_ts` columns.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

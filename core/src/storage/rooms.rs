@@ -14,7 +14,7 @@ use std::{
 use sqlx::Row;
 
 use super::push::PushActionRow;
-use super::{Result, Storage, now_ms, read, write};
+use super::{Result, Storage, now_ms, read, to_completion, write};
 use crate::rooms::pdu::Pdu;
 
 /// How many deltas may chain before a full snapshot is written.
@@ -26,6 +26,14 @@ pub type StateKey = (String, String);
 /// A user's membership in a room: `(room, membership, the membership
 /// event's stream position)`.
 pub type Membership = (String, String, i64);
+
+/// The rooms a user has a membership in: those they did not forget, and
+/// those they forgot (which `/sync` no longer shows).
+#[derive(Debug, Default)]
+pub struct UserRooms {
+    pub memberships: Vec<Membership>,
+    pub forgotten: Vec<String>,
+}
 
 /// A room's joined members and invitees.
 pub type JoinedAndInvited = (Vec<String>, Vec<String>);
@@ -227,9 +235,17 @@ impl Storage {
                     .bind(pdu.kind.to_string())
                     .bind(state_key)
                     .bind(pdu.event_id.as_str())
-                    .bind(membership)
+                    .bind(&membership)
                     .execute(&mut *tx)
                     .await?;
+                    // A new membership brings a forgotten room back.
+                    if membership.is_some() {
+                        sqlx::query("DELETE FROM forgotten_rooms WHERE user_id = $1 AND room_id = $2")
+                            .bind(state_key)
+                            .bind(pdu.room_id.as_str())
+                            .execute(&mut *tx)
+                            .await?;
+                    }
                 }
                 if let Some(redacted) = &pdu.redacts {
                     sqlx::query(
@@ -316,8 +332,12 @@ impl Storage {
                 });
                 insert.build().execute(&mut *tx).await?;
             }
+            // Unread counts gain the new actions once committed; reads in
+            // between are not kept, as they may already include them.
+            let counting = self.caches.unread.begin_change();
             tx.commit().await?;
             self.events_committed(batch, &orderings);
+            drop(counting);
             Ok(orderings)
         })
     }
@@ -352,6 +372,21 @@ impl Storage {
     /// Stores the resolution of a forked room: a snapshot state group and
     /// the current state it becomes.
     pub async fn write_resolved_state(
+        &self,
+        room_id: &str,
+        group: &NewStateGroup,
+        state: &[Arc<Pdu>],
+    ) -> Result<()> {
+        let (this, room_id) = (self.clone(), room_id.to_owned());
+        let (group, state) = (group.clone(), state.to_vec());
+        to_completion(async move {
+            this.write_resolved_state_inner(&room_id, &group, &state)
+                .await
+        })
+        .await
+    }
+
+    async fn write_resolved_state_inner(
         &self,
         room_id: &str,
         group: &NewStateGroup,
@@ -777,7 +812,7 @@ impl Storage {
 
     /// Every room the user has a membership in: `(room, membership, the
     /// membership event's stream position)`.
-    pub async fn memberships_of(&self, user_id: &str) -> Result<Arc<Vec<Membership>>> {
+    pub async fn memberships_of(&self, user_id: &str) -> Result<Arc<UserRooms>> {
         self.caches
             .memberships
             .get_or_load(&user_id.to_owned(), async {
@@ -786,20 +821,30 @@ impl Storage {
             .await
     }
 
-    async fn memberships_of_uncached(&self, user_id: &str) -> Result<Vec<Membership>> {
+    async fn memberships_of_uncached(&self, user_id: &str) -> Result<UserRooms> {
         read!(self, pool => {
             let rows = sqlx::query(
-                "SELECT c.room_id, c.membership, e.stream_ordering
+                "SELECT c.room_id, c.membership, e.stream_ordering,
+                     CAST(CASE WHEN EXISTS (SELECT 1 FROM forgotten_rooms f
+                                            WHERE f.user_id = $1 AND f.room_id = c.room_id)
+                          THEN 1 ELSE 0 END AS BIGINT) AS forgotten
                  FROM current_state c JOIN events e ON e.event_id = c.event_id
-                 WHERE c.type = 'm.room.member' AND c.state_key = $1
-                   AND NOT EXISTS (SELECT 1 FROM forgotten_rooms f WHERE f.user_id = $1 AND f.room_id = c.room_id)",
+                 WHERE c.type = 'm.room.member' AND c.state_key = $1",
             )
             .bind(user_id)
             .fetch_all(pool)
             .await?;
-            rows.iter()
-                .map(|row| Ok((row.try_get("room_id")?, row.try_get::<Option<String>, _>("membership")?.unwrap_or_default(), row.try_get("stream_ordering")?)))
-                .collect()
+            let mut rooms = UserRooms::default();
+            for row in rows {
+                let room_id: String = row.try_get("room_id")?;
+                if row.try_get::<i64, _>("forgotten")? == 1 {
+                    rooms.forgotten.push(room_id);
+                    continue;
+                }
+                let membership = row.try_get::<Option<String>, _>("membership")?.unwrap_or_default();
+                rooms.memberships.push((room_id, membership, row.try_get("stream_ordering")?));
+            }
+            Ok(rooms)
         })
     }
 
@@ -920,6 +965,11 @@ impl Storage {
     }
 
     pub async fn forget_room(&self, user_id: &str, room_id: &str) -> Result<()> {
+        let (this, user_id, room_id) = (self.clone(), user_id.to_owned(), room_id.to_owned());
+        to_completion(async move { this.forget_room_inner(&user_id, &room_id).await }).await
+    }
+
+    async fn forget_room_inner(&self, user_id: &str, room_id: &str) -> Result<()> {
         write!(self, pool => {
             sqlx::query("INSERT INTO forgotten_rooms (user_id, room_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                 .bind(user_id)

@@ -20,7 +20,7 @@ use super::{
     Result,
     keys::KeyCounts,
     push::UnreadByThread,
-    rooms::{JoinedAndInvited, Membership, StateKey},
+    rooms::{JoinedAndInvited, StateKey, UserRooms},
 };
 
 /// Users, devices or rooms remembered per cache; past this a cache starts
@@ -33,7 +33,7 @@ pub(super) struct Caches {
     /// The latest events of every room, for timelines and `since` ranges.
     pub recent: RwLock<RecentEvents>,
     /// Per user: every room they have a membership in.
-    pub memberships: KeyedCache<String, Arc<Vec<Membership>>>,
+    pub memberships: KeyedCache<String, Arc<UserRooms>>,
     /// Per user: unread counts per `(room, thread)`.
     pub unread: KeyedCache<String, Arc<UnreadByThread>>,
     /// Per `(user, device)`: one-time and fallback key counts.
@@ -65,6 +65,9 @@ impl Default for Caches {
 /// Every change bumps a generation. A reader notes the generation before
 /// reading the database and stores its result only if no change came in
 /// between, so a value read before a write commits can never outlive it.
+/// A change applied *after* its commit ([`Self::update`]) is announced
+/// before the commit ([`Self::begin_change`]), so that a value read in
+/// between, which already has the change, is not stored to get it twice.
 pub(super) struct KeyedCache<K, V> {
     slots: Mutex<Slots<K, V>>,
     capacity: usize,
@@ -75,7 +78,21 @@ pub(super) struct Ticket(u64);
 
 struct Slots<K, V> {
     generation: u64,
+    /// Changes announced and not applied yet: no read is stored meanwhile.
+    pending: usize,
     entries: HashMap<K, V>,
+}
+
+/// A change under way; dropping it (once the change is applied, or when
+/// the write failed) lets reads be stored again.
+pub(super) struct PendingChange<'a, K, V>(&'a KeyedCache<K, V>);
+
+impl<K, V> Drop for PendingChange<'_, K, V> {
+    fn drop(&mut self) {
+        let mut slots = self.0.slots.lock();
+        slots.pending -= 1;
+        slots.generation += 1;
+    }
 }
 
 impl<K: Eq + Hash + Clone, V: Clone> KeyedCache<K, V> {
@@ -83,6 +100,7 @@ impl<K: Eq + Hash + Clone, V: Clone> KeyedCache<K, V> {
         Self {
             slots: Mutex::new(Slots {
                 generation: 0,
+                pending: 0,
                 entries: HashMap::new(),
             }),
             capacity,
@@ -114,12 +132,20 @@ impl<K: Eq + Hash + Clone, V: Clone> KeyedCache<K, V> {
     /// something changed since.
     pub fn fill(&self, ticket: Ticket, key: K, value: V) {
         let mut slots = self.slots.lock();
-        if slots.generation == ticket.0 {
+        if slots.generation == ticket.0 && slots.pending == 0 {
             if slots.entries.len() >= self.capacity {
                 slots.entries.clear();
             }
             slots.entries.insert(key, value);
         }
+    }
+
+    /// Announces a change that [`Self::update`] will apply once committed.
+    pub fn begin_change(&self) -> PendingChange<'_, K, V> {
+        let mut slots = self.slots.lock();
+        slots.pending += 1;
+        slots.generation += 1;
+        PendingChange(self)
     }
 
     /// Changes a cached value in place (nothing if it is not cached).
@@ -179,6 +205,21 @@ mod tests {
             cache.get_or_load(&"alice", async { Ok(0) }).await.unwrap(),
             12
         );
+    }
+
+    #[tokio::test]
+    async fn a_read_during_an_announced_change_is_not_kept() {
+        let cache: KeyedCache<&str, i64> = KeyedCache::new(10);
+        // The database already has the change (2) when the read runs; the
+        // change is applied to the cache afterwards. Keeping the read
+        // would count the change twice.
+        let change = cache.begin_change();
+        let read = cache.get_or_load(&"bob", async { Ok(2) }).await.unwrap();
+        assert_eq!(read, 2);
+        cache.update(&"bob", |v| *v += 1);
+        drop(change);
+        assert_eq!(cache.get_or_load(&"bob", async { Ok(2) }).await.unwrap(), 2);
+        assert_eq!(cache.get_or_load(&"bob", async { Ok(9) }).await.unwrap(), 2);
     }
 
     #[tokio::test]

@@ -24,6 +24,9 @@ pub(in crate::storage) struct RecentEvents {
     /// Each room's positions in `events`, oldest first.
     by_room: HashMap<String, VecDeque<i64>>,
     by_id: HashMap<String, i64>,
+    /// Rooms purged while this process ran: a batch of theirs still being
+    /// written is not recorded after the purge.
+    purged: HashSet<String>,
 }
 
 struct Recent {
@@ -39,6 +42,7 @@ impl Default for RecentEvents {
             events: BTreeMap::new(),
             by_room: HashMap::new(),
             by_id: HashMap::new(),
+            purged: HashSet::new(),
         }
     }
 }
@@ -56,10 +60,10 @@ impl RecentEvents {
     /// Adds a committed batch (in stream order), applying its redactions.
     pub fn record(&mut self, batch: &[EventWrite], orderings: &[i64]) {
         for (write, &ordering) in batch.iter().zip(orderings) {
-            if ordering <= self.floor {
+            let pdu = &write.pdu;
+            if ordering <= self.floor || self.purged.contains(pdu.room_id.as_str()) {
                 continue;
             }
-            let pdu = &write.pdu;
             if let Some(target) = &pdu.redacts
                 && let Some(at) = self.by_id.get(target.as_str())
                 && let Some(redacted) = self.events.get_mut(at)
@@ -105,6 +109,7 @@ impl RecentEvents {
     /// Drops a purged room's events: the log stays complete, as the
     /// database no longer has them either.
     pub fn forget_room(&mut self, room_id: &str) {
+        self.purged.insert(room_id.to_owned());
         for ordering in self.by_room.remove(room_id).unwrap_or_default() {
             if let Some(gone) = self.events.remove(&ordering) {
                 self.by_id.remove(gone.event.pdu.event_id.as_str());

@@ -122,7 +122,7 @@ pub async fn sync(
             .storage
             .memberships_of(session.user_id.as_str())
             .await?;
-        for (room, membership, _) in memberships.iter() {
+        for (room, membership, _) in &memberships.memberships {
             if membership == "join"
                 && let Ok(room) = OwnedRoomId::try_from(room.as_str())
             {

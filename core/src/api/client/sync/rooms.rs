@@ -85,7 +85,8 @@ impl SyncRequest<'_> {
             }
         }
         let unread = storage.unread_counts(self.user.as_str()).await?;
-        let memberships = storage.memberships_of(self.user.as_str()).await?;
+        let user_rooms = storage.memberships_of(self.user.as_str()).await?;
+        let memberships = &user_rooms.memberships;
         if since.is_none() {
             // Every joined room shows its receipts: one query for them all.
             let joined: Vec<&str> = memberships
