@@ -239,3 +239,114 @@ impl RecentEvents {
         Some(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::rooms::pdu::Pdu;
+
+    /// An event `$e<n>` in `room`, positioned at `n` with state group `n`.
+    fn write(room: &str, n: i64, redacts: Option<&str>) -> (EventWrite, i64) {
+        let mut pdu = json!({
+            "room_id": room, "sender": "@alice:x", "type": "m.room.message",
+            "content": {"body": n.to_string()}, "origin_server_ts": n, "depth": n,
+            "prev_events": [], "auth_events": [],
+        });
+        if let Some(target) = redacts {
+            pdu["type"] = "m.room.redaction".into();
+            pdu["redacts"] = target.into();
+        }
+        let write = EventWrite {
+            pdu: Arc::new(Pdu::from_stored(&format!("$e{n}"), pdu.to_string()).unwrap()),
+            new_room: None,
+            state_group: n,
+            new_state_group: None,
+            replaces_extremities: Vec::new(),
+            txn: Some(("@alice:x".into(), "PHONE".into(), format!("t{n}"))),
+            push_actions: Vec::new(),
+        };
+        (write, n)
+    }
+
+    /// A log started after position 10, with `!a` at 11, 13, 15 and `!b`
+    /// at 12, 14.
+    fn log() -> RecentEvents {
+        let mut log = RecentEvents::default();
+        log.start_after(10);
+        let (writes, orderings): (Vec<_>, Vec<_>) = (11..=15)
+            .map(|n| write(if n % 2 == 1 { "!a:x" } else { "!b:x" }, n, None))
+            .unzip();
+        log.record(&writes, &orderings);
+        log
+    }
+
+    fn positions(events: Option<Vec<StoredEvent>>) -> Option<Vec<i64>> {
+        events.map(|events| events.iter().map(|e| e.stream_ordering).collect())
+    }
+
+    #[test]
+    fn only_ranges_above_the_floor_are_answered() {
+        let log = log();
+        assert_eq!(log.rooms_between(9, 15), None);
+        let mut rooms = log.rooms_between(10, 15).unwrap();
+        rooms.sort();
+        assert_eq!(rooms, ["!a:x", "!b:x"]);
+        assert_eq!(log.rooms_between(13, 15).unwrap().len(), 2);
+        assert_eq!(log.rooms_between(14, 15).unwrap(), ["!a:x"]);
+
+        // Forward: after `from` up to `to`.
+        let forward = |from, to| positions(log.room_events("!a:x", from, to, true, 10));
+        assert_eq!(forward(9, None), None);
+        assert_eq!(forward(10, None), Some(vec![11, 13, 15]));
+        assert_eq!(forward(11, Some(13)), Some(vec![13]));
+        // Backward: before `from` down to `to`, newest first. A full page
+        // is the answer wherever it ends; a short one only above the floor.
+        let backward = |from, to, limit| positions(log.room_events("!a:x", from, to, false, limit));
+        assert_eq!(backward(16, Some(1), 2), Some(vec![15, 13]));
+        assert_eq!(backward(16, Some(1), 5), None);
+        assert_eq!(backward(16, None, 5), None);
+        assert_eq!(backward(16, Some(11), 5), Some(vec![15, 13, 11]));
+        assert_eq!(backward(15, Some(12), 5), Some(vec![13]));
+    }
+
+    #[test]
+    fn state_groups_transactions_and_redactions() {
+        let mut log = log();
+        assert_eq!(log.state_group_at("!a:x", 14), Some(13));
+        assert_eq!(log.state_group_at("!a:x", 10), None, "before the log");
+        assert_eq!(log.state_group_at("!c:x", 14), None);
+
+        let ids = |ns: &[i64]| ns.iter().map(|n| format!("$e{n}")).collect::<Vec<_>>();
+        let txns = log.txn_ids("@alice:x", "PHONE", &ids(&[11, 12])).unwrap();
+        assert_eq!(txns["$e12"], "t12");
+        assert!(
+            log.txn_ids("@alice:x", "LAPTOP", &ids(&[11]))
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(log.txn_ids("@alice:x", "PHONE", &ids(&[9, 11])), None);
+
+        let (redaction, at) = write("!a:x", 16, Some("$e13"));
+        log.record(&[redaction], &[at]);
+        let (found, missing) = log.events(&ids(&[13, 99]));
+        assert_eq!(found[0].redacted_by.as_deref(), Some("$e16"));
+        assert_eq!(missing, ["$e99"]);
+    }
+
+    #[test]
+    fn a_purged_room_is_forgotten_and_not_recorded_again() {
+        let mut log = log();
+        log.forget_room("!a:x");
+        assert_eq!(log.rooms_between(10, 15).unwrap(), ["!b:x"]);
+        let (late, at) = write("!a:x", 16, None);
+        log.record(&[late], &[at]);
+        assert_eq!(
+            positions(log.room_events("!a:x", 10, None, true, 10)),
+            Some(vec![])
+        );
+    }
+}
