@@ -220,6 +220,13 @@ fn server_config(sydent_server: &str, plugin_config: Value) -> String {
     )
 }
 
+async fn create_room(server: &TestServer, creator: &User, body: Value) -> String {
+    let created = ok(server
+        .post(&format!("{C}/createRoom"), Some(&creator.token), body)
+        .await);
+    created["room_id"].as_str().unwrap().to_owned()
+}
+
 async fn invite_threepid(
     server: &TestServer,
     inviter: &User,
@@ -251,16 +258,7 @@ async fn invites_through_sydent(backend: Backend) {
     let alice = server.user("alice").await;
     let bob = server.user("bob").await;
 
-    let room = ok(server
-        .post(
-            &format!("{C}/createRoom"),
-            Some(&alice.token),
-            json!({"name": "Garden"}),
-        )
-        .await)["room_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let room = create_room(&server, &alice, json!({"name": "Garden"})).await;
     let token = format!("{ID_TOKEN}-0");
 
     // Bound to bob: bob is invited, as by user ID.
@@ -378,16 +376,7 @@ async fn plugins_refuse(backend: Backend) {
     let server = TestServer::start(backend, &config).await;
     let alice = server.user("alice").await;
     let mallory = server.user("mallory").await;
-    let room = ok(server
-        .post(
-            &format!("{C}/createRoom"),
-            Some(&alice.token),
-            json!({"preset": "public_chat"}),
-        )
-        .await)["room_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let room = create_room(&server, &alice, json!({"preset": "public_chat"})).await;
     ok(server
         .post(
             &format!("{C}/join/{}", enc(&room)),
