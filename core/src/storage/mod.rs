@@ -96,15 +96,20 @@ impl Storage {
                     .synchronous(SqliteSynchronous::Full)
                     .foreign_keys(true)
                     .busy_timeout(Duration::from_secs(10));
+                // An SQLite connection lives in this process and cannot hang
+                // up, so the pools skip sqlx's ping on every acquire: it is a
+                // round trip to the connection's thread before each query.
                 let write = SqlitePoolOptions::new()
                     .max_connections(1)
                     .min_connections(1)
+                    .test_before_acquire(false)
                     .connect_with(options.clone())
                     .await?;
                 sqlx::migrate!("migrations/sqlite").run(&write).await?;
                 let read = SqlitePoolOptions::new()
                     .max_connections(4)
                     .min_connections(1)
+                    .test_before_acquire(false)
                     .connect_with(options.read_only(true))
                     .await?;
                 Db::Sqlite { read, write }

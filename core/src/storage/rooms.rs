@@ -158,6 +158,58 @@ fn extremity_changes(batch: &[EventWrite]) -> (Vec<RoomEventId<'_>>, Vec<RoomEve
     (added, removed)
 }
 
+/// Statements that return nothing, run in order. SQLite takes them as one
+/// query, so they cost one round trip to its connection's thread rather
+/// than one each; PostgreSQL's protocol takes one statement with
+/// parameters at a time, so there each runs on its own.
+struct StatementBatch<DB: sqlx::Database> {
+    sql: sqlx::QueryBuilder<DB>,
+    statements: usize,
+}
+
+impl<DB: sqlx::Database> StatementBatch<DB> {
+    fn new() -> Self {
+        Self {
+            sql: sqlx::QueryBuilder::new(""),
+            statements: 0,
+        }
+    }
+
+    /// Where the next statement is to be written.
+    async fn next(
+        &mut self,
+        tx: &mut sqlx::Transaction<'_, DB>,
+    ) -> Result<&mut sqlx::QueryBuilder<DB>>
+    where
+        for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+        DB::Arguments: sqlx::IntoArguments<DB>,
+    {
+        if self.statements > 0 {
+            if DB::NAME == "SQLite" {
+                self.sql.push("; ");
+            } else {
+                self.finish(tx).await?;
+            }
+        }
+        self.statements += 1;
+        Ok(&mut self.sql)
+    }
+
+    /// Runs what is not run yet.
+    async fn finish(&mut self, tx: &mut sqlx::Transaction<'_, DB>) -> Result<()>
+    where
+        for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+        DB::Arguments: sqlx::IntoArguments<DB>,
+    {
+        if self.statements > 0 {
+            self.sql.build().execute(&mut **tx).await?;
+            self.sql.reset();
+            self.statements = 0;
+        }
+        Ok(())
+    }
+}
+
 impl Storage {
     /// Writes a batch of accepted events in one transaction (one fsync for
     /// the lot); returns each event's stream ordering.
@@ -267,44 +319,40 @@ impl Storage {
                 }
             }
             // What the batch adds besides its events goes in one statement
-            // per table, not one per event: each statement is a round trip
-            // to the database's thread.
+            // per table, not one per event; on SQLite those statements go to
+            // the database's thread together (see `StatementBatch`).
+            let mut statements = StatementBatch::new();
             let (added, removed) = extremity_changes(batch);
             if !removed.is_empty() {
-                let mut delete = sqlx::QueryBuilder::new(
-                    "DELETE FROM forward_extremities WHERE (room_id, event_id) IN (",
-                );
-                delete.push_values(&removed, |mut row, (room_id, event_id)| {
+                let sql = statements.next(&mut tx).await?;
+                sql.push("DELETE FROM forward_extremities WHERE (room_id, event_id) IN (");
+                sql.push_values(&removed, |mut row, (room_id, event_id)| {
                     row.push_bind(*room_id).push_bind(*event_id);
                 });
-                delete.push(")");
-                delete.build().execute(&mut *tx).await?;
+                sql.push(")");
             }
             if !added.is_empty() {
-                let mut insert =
-                    sqlx::QueryBuilder::new("INSERT INTO forward_extremities (room_id, event_id) ");
-                insert.push_values(&added, |mut row, (room_id, event_id)| {
+                let sql = statements.next(&mut tx).await?;
+                sql.push("INSERT INTO forward_extremities (room_id, event_id) ");
+                sql.push_values(&added, |mut row, (room_id, event_id)| {
                     row.push_bind(*room_id).push_bind(*event_id);
                 });
-                insert.build().execute(&mut *tx).await?;
             }
             let txns: Vec<_> = batch
                 .iter()
                 .filter_map(|write| write.txn.as_ref().map(|txn| (&write.pdu, txn)))
                 .collect();
             if !txns.is_empty() {
-                let mut insert = sqlx::QueryBuilder::new(
-                    "INSERT INTO event_txns (room_id, user_id, device_id, txn_id, event_id) ",
-                );
-                insert.push_values(&txns, |mut row, (pdu, (user, device, txn))| {
+                let sql = statements.next(&mut tx).await?;
+                sql.push("INSERT INTO event_txns (room_id, user_id, device_id, txn_id, event_id) ");
+                sql.push_values(&txns, |mut row, (pdu, (user, device, txn))| {
                     row.push_bind(pdu.room_id.as_str())
                         .push_bind(user)
                         .push_bind(device)
                         .push_bind(txn)
                         .push_bind(pdu.event_id.as_str());
                 });
-                insert.push(" ON CONFLICT DO NOTHING");
-                insert.build().execute(&mut *tx).await?;
+                sql.push(" ON CONFLICT DO NOTHING");
             }
             // Everyone the events notify (a room's every member, usually).
             let actions: Vec<_> = batch
@@ -315,11 +363,12 @@ impl Storage {
                 })
                 .collect();
             for actions in actions.chunks(PUSH_ACTIONS_PER_INSERT) {
-                let mut insert = sqlx::QueryBuilder::new(
+                let sql = statements.next(&mut tx).await?;
+                sql.push(
                     "INSERT INTO event_push_actions (user_id, room_id, event_id, stream_ordering,
                          thread_id, notify, highlight, actions, ts) ",
                 );
-                insert.push_values(actions, |mut row, (pdu, ordering, action)| {
+                sql.push_values(actions, |mut row, (pdu, ordering, action)| {
                     row.push_bind(&action.user_id)
                         .push_bind(pdu.room_id.as_str())
                         .push_bind(pdu.event_id.as_str())
@@ -330,8 +379,8 @@ impl Storage {
                         .push_bind(&action.actions)
                         .push_bind(i64::from(pdu.origin_server_ts.get()));
                 });
-                insert.build().execute(&mut *tx).await?;
             }
+            statements.finish(&mut tx).await?;
             // Unread counts gain the new actions once committed; reads in
             // between are not kept, as they may already include them.
             let counting = self.caches.unread.begin_change();

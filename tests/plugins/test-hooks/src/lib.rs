@@ -98,12 +98,18 @@ fn config() -> &'static Config {
 /// Sets `user_id`'s global account data, logging a refusal.
 fn record(user_id: &str, data_type: &str, content: Value) {
     if let Err(err) = actions::set_account_data(user_id, None, data_type, &content) {
-        let why = match err {
-            ActionError::NotGranted => "not granted".to_owned(),
-            ActionError::Refused(r) => format!("{}: {}", r.errcode, r.message),
-            ActionError::Failed(why) => why,
-        };
-        log::error(format!("action refused: {data_type} for {user_id}: {why}"));
+        log::error(format!(
+            "action refused: {data_type} for {user_id}: {}",
+            describe(err)
+        ));
+    }
+}
+
+fn describe(err: ActionError) -> String {
+    match err {
+        ActionError::NotGranted => "not granted".to_owned(),
+        ActionError::Refused(r) => format!("{}: {}", r.errcode, r.message),
+        ActionError::Failed(why) => why,
     }
 }
 
@@ -113,9 +119,17 @@ fn log_call(call: Value) {
         return;
     };
     const KIND: &str = "com.example.rules_log";
+    // A failed read must not reset the log: say why, and leave it as it is.
     let mut log = match actions::account_data(observer, None, KIND) {
         Ok(Some(log)) => log,
-        _ => json!({ "calls": [] }),
+        Ok(None) => json!({ "calls": [] }),
+        Err(err) => {
+            log::error(format!(
+                "rules log unreadable, {call} not logged: {}",
+                describe(err)
+            ));
+            return;
+        }
     };
     if let Some(calls) = log["calls"].as_array_mut() {
         calls.push(call);
