@@ -2594,16 +2594,49 @@ async fn power_levels_must_be_integers_in_v10(backend: Backend) {
 // Durability
 // ---------------------------------------------------------------------------
 
+/// Everything an acknowledged send wrote is on disk: the event, its
+/// transaction ID (a retry after the crash is not a second event) and whom it
+/// notified (the unread count, read from the database after a restart).
 async fn acknowledged_messages_survive_sigkill(backend: Backend) {
     let mut server = TestServer::start(backend, "").await;
     let alice = server.user("alice").await;
-    let room = create_room(&server, &alice, json!({"name": "Durable"})).await;
+    let bob = server.user("bob").await;
+    let room = create_room(
+        &server,
+        &alice,
+        json!({"name": "Durable", "preset": "public_chat"}),
+    )
+    .await;
+    join(&server, &bob, &room).await;
     let mut sent = Vec::new();
     for i in 0..50 {
         sent.push(send_text(&server, &alice, &room, &format!("message {i}")).await);
     }
+    let retried = room_path(&room, "send/m.room.message/the-retried-one");
+    let before_crash = ok(server
+        .put(
+            &retried,
+            &alice,
+            json!({"msgtype": "m.text", "body": "once"}),
+        )
+        .await);
+    sent.push(before_crash["event_id"].as_str().unwrap().to_owned());
 
     server.crash_and_restart().await;
+
+    let after_crash = ok(server
+        .put(
+            &retried,
+            &alice,
+            json!({"msgtype": "m.text", "body": "once"}),
+        )
+        .await);
+    assert_eq!(after_crash["event_id"], before_crash["event_id"]);
+    let (_, synced) = get(&server, &format!("{C}/sync"), &bob).await;
+    assert_eq!(
+        synced["rooms"]["join"][&room]["unread_notifications"]["notification_count"], 51,
+        "{synced}"
+    );
 
     let stored = all_messages(&server, &alice, &room).await;
     assert_eq!(
@@ -2619,7 +2652,7 @@ async fn acknowledged_messages_survive_sigkill(backend: Backend) {
     let next = send_text(&server, &alice, &room, "after the crash").await;
     assert!(!sent.contains(&next));
     let stored = ids(&all_messages(&server, &alice, &room).await);
-    assert_eq!(stored.len(), 51);
+    assert_eq!(stored.len(), 52);
     assert_eq!(stored.last(), Some(&next));
 }
 

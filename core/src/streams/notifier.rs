@@ -7,7 +7,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Weak},
+    sync::{
+        Arc, Weak,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -23,9 +26,12 @@ pub enum WakeKey {
     Room(OwnedRoomId),
 }
 
+/// Listeners by what they follow, each under its own number, so that one
+/// leaving is a removal, not a scan: a busy room has a listener per member.
 #[derive(Default)]
 pub struct Notifier {
-    waiters: Mutex<HashMap<WakeKey, Vec<Weak<Notify>>>>,
+    waiters: Mutex<HashMap<WakeKey, HashMap<u64, Weak<Notify>>>>,
+    next_listener: AtomicU64,
 }
 
 impl Notifier {
@@ -33,15 +39,17 @@ impl Notifier {
     /// those that happen before [`Listener::wait`] is called.
     pub fn listen(self: &Arc<Self>, keys: Vec<WakeKey>) -> Listener {
         let notify = Arc::new(Notify::new());
+        let id = self.next_listener.fetch_add(1, Ordering::Relaxed);
         let mut waiters = self.waiters.lock();
         for key in &keys {
             waiters
                 .entry(key.clone())
                 .or_default()
-                .push(Arc::downgrade(&notify));
+                .insert(id, Arc::downgrade(&notify));
         }
         Listener {
             notifier: self.clone(),
+            id,
             keys,
             notify,
         }
@@ -55,7 +63,7 @@ impl Notifier {
     fn wake_local(&self, keys: &[WakeKey]) {
         let waiters = self.waiters.lock();
         for key in keys {
-            for waiter in waiters.get(key).into_iter().flatten() {
+            for waiter in waiters.get(key).into_iter().flat_map(HashMap::values) {
                 if let Some(notify) = waiter.upgrade() {
                     // Stores a permit if the listener is not waiting yet.
                     notify.notify_one();
@@ -64,14 +72,12 @@ impl Notifier {
         }
     }
 
-    fn forget(&self, keys: &[WakeKey], gone: &Arc<Notify>) {
+    fn forget(&self, keys: &[WakeKey], id: u64) {
         let mut waiters = self.waiters.lock();
         for key in keys {
-            if let Some(list) = waiters.get_mut(key) {
-                list.retain(|w| {
-                    w.strong_count() > 0 && !std::ptr::eq(w.as_ptr(), Arc::as_ptr(gone))
-                });
-                if list.is_empty() {
+            if let Some(listeners) = waiters.get_mut(key) {
+                listeners.remove(&id);
+                if listeners.is_empty() {
                     waiters.remove(key);
                 }
             }
@@ -82,6 +88,7 @@ impl Notifier {
 /// One request's registration; dropping it unregisters.
 pub struct Listener {
     notifier: Arc<Notifier>,
+    id: u64,
     keys: Vec<WakeKey>,
     notify: Arc<Notify>,
 }
@@ -97,7 +104,7 @@ impl Listener {
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        self.notifier.forget(&self.keys, &self.notify);
+        self.notifier.forget(&self.keys, self.id);
     }
 }
 
@@ -116,6 +123,23 @@ mod tests {
         notifier.wake(&[alice]);
         assert!(listener.wait(Duration::from_secs(5)).await);
         drop(listener);
+        assert!(notifier.waiters.lock().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_listener_leaving_keeps_the_others_of_its_room() {
+        let notifier = Arc::new(Notifier::default());
+        let room = WakeKey::Room("!room:x".try_into().unwrap());
+        let listeners: Vec<_> = (0..3)
+            .map(|_| notifier.listen(vec![room.clone()]))
+            .collect();
+        let [first, second, third] = <[_; 3]>::try_from(listeners).ok().unwrap();
+        drop(second);
+        assert_eq!(notifier.waiters.lock()[&room].len(), 2);
+        notifier.wake(std::slice::from_ref(&room));
+        assert!(first.wait(Duration::from_secs(5)).await);
+        assert!(third.wait(Duration::from_secs(5)).await);
+        drop((first, third));
         assert!(notifier.waiters.lock().is_empty());
     }
 }
