@@ -96,6 +96,7 @@ pub async fn prepare(config: Config, config_files: Vec<PathBuf>) -> anyhow::Resu
         live,
         push_rules,
         sync_caches: Default::default(),
+        room_deletions: Default::default(),
         jwt: config
             .jwt_config
             .enabled

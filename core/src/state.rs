@@ -65,6 +65,8 @@ pub struct Services {
     pub live: Arc<Live>,
     pub push_rules: Arc<PushRules>,
     pub sync_caches: SyncCaches,
+    /// Version 2 room deletions (`DELETE /_synapse/admin/v2/rooms/...`).
+    pub room_deletions: crate::api::admin::rooms::RoomDeletions,
     /// The JWT verifier, when `jwt_config.enabled`.
     pub jwt: Option<crate::auth::jwt::JwtLogin>,
     /// Single sign-on, when `oidc_providers` lists any.

@@ -1,5 +1,6 @@
 //! Synapse's admin APIs for rooms and users (`DELETE
-//! /_synapse/admin/v1/rooms/{roomId}`, `POST
+//! /_synapse/admin/v1/rooms/{roomId}`, its version 2 with `delete_status`,
+//! `POST
 //! /_synapse/admin/v1/deactivate/{userId}`, `GET|PUT
 //! /_synapse/admin/v2/users/{userId}`) and the user's third-party
 //! identifiers (`/account/3pid`), through the real binary, with
@@ -412,6 +413,144 @@ async fn a_plugin_can_refuse_a_shutdown(backend: Backend) {
     let deleted = ok(delete_room(&server, &other_admin, &room, json!({})).await);
     assert_eq!(deleted["kicked_users"].as_array().unwrap().len(), 3);
     assert!(!joined_rooms(&server, &bob).await.contains(&room));
+}
+
+/// Version 2 of the Delete Room API: answered at once with a `delete_id`,
+/// the deletion runs in the background, and its status is read by that ID
+/// or by room. A plugin's refusal is the task's error.
+async fn a_room_is_deleted_in_the_background(backend: Backend) {
+    let server = server_with(backend, json!({ "shutdown_forbidden_for": [mxid("root")] })).await;
+    let root = admin(&server, "root").await;
+    let other_admin = admin(&server, "other").await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let carol = server.user("carol").await;
+    let room = populated_room(&server, &alice, &bob, &carol).await;
+    let start = async |by: &User, room: &str, body: Value| {
+        server
+            .request(
+                Method::DELETE,
+                &format!("{ADMIN}/v2/rooms/{}", enc(room)),
+                Some(&by.token),
+                Some(body),
+            )
+            .await
+    };
+    let by_id = format!("{ADMIN}/v2/rooms/delete_status/");
+    let finished = async |by: &User, delete_id: &str| {
+        for _ in 0..200 {
+            let status = ok(server
+                .get(&format!("{by_id}{delete_id}"), Some(&by.token))
+                .await);
+            if status["status"] == "complete" || status["status"] == "failed" {
+                return status;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("deletion {delete_id} did not finish");
+    };
+
+    // Refused by the plugin: the task fails, and nothing changed.
+    let refused = ok(start(&root, &room, json!({})).await);
+    let refused_id = refused["delete_id"].as_str().unwrap().to_owned();
+    let status = finished(&root, &refused_id).await;
+    assert_eq!(status["status"], "failed", "{status}");
+    assert!(!status["error"].as_str().unwrap().is_empty(), "{status}");
+    assert!(joined_rooms(&server, &bob).await.contains(&room));
+
+    // Another admin deletes it.
+    let started = ok(start(&other_admin, &room, json!({ "block": true })).await);
+    let delete_id = started["delete_id"].as_str().unwrap().to_owned();
+    assert_ne!(delete_id, refused_id);
+    let status = finished(&other_admin, &delete_id).await;
+    assert_eq!(status["status"], "complete", "{status}");
+    assert!(status.get("error").is_none(), "{status}");
+    let mut kicked: Vec<&str> = status["shutdown_room"]["kicked_users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u.as_str().unwrap())
+        .collect();
+    kicked.sort();
+    assert_eq!(kicked, [&alice.id, &bob.id, &carol.id]);
+    assert_eq!(status["shutdown_room"]["new_room_id"], Value::Null);
+    assert!(!joined_rooms(&server, &bob).await.contains(&room));
+    assert_error(&try_join(&server, &bob, &room).await, 403, "M_FORBIDDEN");
+
+    // By room: both tasks, each under its ID.
+    let by_room = ok(server
+        .get(
+            &format!("{ADMIN}/v2/rooms/{}/delete_status", enc(&room)),
+            Some(&root.token),
+        )
+        .await);
+    let mut results: Vec<(String, String)> = by_room["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["delete_id"].as_str().unwrap().to_owned(),
+                r["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    results.sort();
+    let mut expected = vec![
+        (refused_id, "failed".to_owned()),
+        (delete_id, "complete".to_owned()),
+    ];
+    expected.sort();
+    assert_eq!(results, expected);
+
+    // Bad input.
+    assert_error(
+        &server
+            .get(&format!("{by_id}no-such-deletion"), Some(&root.token))
+            .await,
+        404,
+        "M_NOT_FOUND",
+    );
+    let untouched = create_room(&server, &alice, json!({})).await;
+    assert_error(
+        &server
+            .get(
+                &format!("{ADMIN}/v2/rooms/{}/delete_status", enc(&untouched)),
+                Some(&root.token),
+            )
+            .await,
+        404,
+        "M_NOT_FOUND",
+    );
+    assert_error(
+        &start(&root, "not-a-room", json!({})).await,
+        400,
+        "M_INVALID_PARAM",
+    );
+    assert_error(
+        &start(
+            &root,
+            &untouched,
+            json!({ "new_room_user_id": "@x:elsewhere" }),
+        )
+        .await,
+        400,
+        "M_UNKNOWN",
+    );
+    assert_error(
+        &start(&alice, &untouched, json!({})).await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert_error(
+        &server
+            .get(&format!("{by_id}{}", "anything"), Some(&alice.token))
+            .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    // The room survives the refused requests.
+    ok(send_text(&server, &alice, &untouched, "still here").await);
 }
 
 // ---------------------------------------------------------------------------
@@ -902,6 +1041,7 @@ on_both_backends! {
     delete_room_api => deleting_a_room_removes_its_users_aliases_and_events,
     delete_room_to_new_room => a_shut_down_room_can_move_its_users_to_a_new_room,
     plugin_refuses_shutdown => a_plugin_can_refuse_a_shutdown,
+    delete_room_v2 => a_room_is_deleted_in_the_background,
     deactivate_api => admins_deactivate_accounts_with_the_plugins_consent,
     threepids => threepids_are_set_by_admins_and_removed_by_users,
     users_api => admins_create_modify_and_reactivate_users,

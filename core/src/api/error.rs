@@ -35,6 +35,14 @@ impl MatrixError {
         }
     }
 
+    /// The human-readable part, as the `error` field carries it.
+    pub fn message(&self) -> &str {
+        match self {
+            Self::Standard { message, .. } => message,
+            Self::Uiaa(_) => "User-interactive authentication required",
+        }
+    }
+
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, ErrorKind::Forbidden, message)
     }

@@ -33,6 +33,18 @@ pub fn router() -> Router<AppState> {
             delete(rooms::delete_room),
         )
         .route(
+            "/_synapse/admin/v2/rooms/{room_id}",
+            delete(rooms::start_room_deletion),
+        )
+        .route(
+            "/_synapse/admin/v2/rooms/{room_id}/delete_status",
+            get(rooms::room_deletion_status),
+        )
+        .route(
+            "/_synapse/admin/v2/rooms/delete_status/{delete_id}",
+            get(rooms::deletion_status),
+        )
+        .route(
             "/_synapse/admin/v1/deactivate/{user_id}",
             post(deactivate::deactivate),
         )

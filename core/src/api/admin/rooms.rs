@@ -1,14 +1,22 @@
-//! `DELETE /_synapse/admin/v1/rooms/{roomId}`: Synapse's Delete Room API
-//! (version 1, synchronous): shut a room down — its local users leave it,
+//! Synapse's Delete Room API: shut a room down — its local users leave it,
 //! and are moved to a new room when `new_room_user_id` is given — block
-//! it, and purge it from the database.
+//! it, and purge it from the database. Version 1
+//! (`DELETE /_synapse/admin/v1/rooms/{roomId}`) answers when it is done;
+//! version 2 (`DELETE /_synapse/admin/v2/rooms/{roomId}`) answers at once
+//! with a `delete_id` whose progress `.../delete_status` reports.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
 use axum::{
     Json,
     extract::{Path, State},
 };
 use http::StatusCode;
-use ruma::{OwnedRoomId, RoomId, UserId};
+use parking_lot::Mutex;
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -30,7 +38,7 @@ use crate::{
 const DEFAULT_ROOM_NAME: &str = "Content Violation Notification";
 const DEFAULT_MESSAGE: &str = "Sharing illegal content on this server is not permitted and rooms in violation will be blocked.";
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct DeleteRoom {
     new_room_user_id: Option<String>,
@@ -55,7 +63,7 @@ impl Default for DeleteRoom {
 }
 
 /// What the shutdown did, as Synapse answers.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Shutdown {
     kicked_users: Vec<String>,
     failed_to_kick_users: Vec<String>,
@@ -90,24 +98,171 @@ pub async fn delete_room(
     Path(room_id): Path<String>,
     JsonObject(body): JsonObject<DeleteRoom>,
 ) -> ApiResult<Json<Value>> {
-    let room_id = RoomId::parse(&room_id)
-        .map_err(|_| MatrixError::invalid_param(format!("{room_id} is not a legal room ID")))?;
-    plugin_hooks::check_can_shutdown_room(&state, admin.user_id.as_str(), room_id.as_str()).await?;
-    if body.block {
-        state
-            .storage
-            .block_room(room_id.as_str(), admin.user_id.as_str())
-            .await?;
-        tracing::info!(%room_id, admin = %admin.user_id, "blocked a room");
-    }
-    if state.storage.room(room_id.as_str()).await?.is_none() {
-        if body.purge && !body.block {
-            return Err(MatrixError::not_found(format!("Unknown room id {room_id}")));
+    let room_id = parse_room_id(&room_id)?;
+    let shutdown = shut_down(&state, &admin.user_id, &room_id, &body, |_| {}).await?;
+    Ok(Json(shutdown.to_json()))
+}
+
+/// How long a finished deletion's status is kept, as in Synapse.
+const FINISHED_KEPT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Version 2's deletions, running and finished, by `delete_id`. Kept in
+/// memory: like Synapse's, the status is gone after a restart.
+#[derive(Default)]
+pub struct RoomDeletions {
+    tasks: Mutex<HashMap<String, Deletion>>,
+}
+
+struct Deletion {
+    room_id: OwnedRoomId,
+    status: &'static str,
+    error: Option<String>,
+    shutdown: Shutdown,
+    finished: Option<Instant>,
+}
+
+impl Deletion {
+    fn to_json(&self) -> Value {
+        let mut status = json!({
+            "status": self.status,
+            "shutdown_room": self.shutdown.to_json(),
+        });
+        if let Some(error) = &self.error {
+            status["error"] = error.as_str().into();
         }
-        return Ok(Json(Shutdown::default().to_json()));
+        status
     }
-    let new_room_user = body
-        .new_room_user_id
+}
+
+impl RoomDeletions {
+    /// Registers a deletion of `room_id`, refused while another one of the
+    /// same room is running.
+    fn start(&self, room_id: &RoomId) -> ApiResult<String> {
+        let mut tasks = self.tasks.lock();
+        tasks.retain(|_, task| task.finished.is_none_or(|at| at.elapsed() < FINISHED_KEPT));
+        if tasks
+            .values()
+            .any(|task| task.room_id == room_id && task.finished.is_none())
+        {
+            return Err(MatrixError::unknown(
+                StatusCode::BAD_REQUEST,
+                format!("History purge already in progress for {room_id}"),
+            ));
+        }
+        let delete_id = crate::auth::oidc::random_token(16);
+        tasks.insert(
+            delete_id.clone(),
+            Deletion {
+                room_id: room_id.to_owned(),
+                status: "shutting_down",
+                error: None,
+                shutdown: Shutdown::default(),
+                finished: None,
+            },
+        );
+        Ok(delete_id)
+    }
+
+    fn update(&self, delete_id: &str, change: impl FnOnce(&mut Deletion)) {
+        if let Some(task) = self.tasks.lock().get_mut(delete_id) {
+            change(task);
+        }
+    }
+}
+
+/// `DELETE /_synapse/admin/v2/rooms/{roomId}`: the same deletion as
+/// version 1, run in the background; answers `{"delete_id": ...}` once the
+/// request is found valid (a legal room ID, `new_room_user_id` of this
+/// server, no deletion of the room running). Whatever fails later, a
+/// refusing plugin or an unknown room included, is the task's `error`.
+pub async fn start_room_deletion(
+    State(state): State<AppState>,
+    admin: ServerAdmin,
+    Path(room_id): Path<String>,
+    JsonObject(body): JsonObject<DeleteRoom>,
+) -> ApiResult<Json<Value>> {
+    let room_id = parse_room_id(&room_id)?;
+    new_room_user(&state, &body)?;
+    let delete_id = state.room_deletions.start(&room_id)?;
+    tracing::info!(%room_id, admin = %admin.user_id, %delete_id, "started deleting a room");
+    let id = delete_id.clone();
+    tokio::spawn(async move {
+        let deletions = &state.room_deletions;
+        let outcome = shut_down(&state, &admin.user_id, &room_id, &body, |shutdown| {
+            deletions.update(&id, |task| {
+                task.shutdown = shutdown.clone();
+                if body.purge {
+                    task.status = "purging";
+                }
+            });
+        })
+        .await;
+        deletions.update(&id, |task| {
+            match outcome {
+                Ok(shutdown) => {
+                    task.status = "complete";
+                    task.shutdown = shutdown;
+                }
+                Err(err) => {
+                    tracing::warn!(%room_id, delete_id = %id, error = ?err, "a room deletion failed");
+                    task.status = "failed";
+                    task.error = Some(err.message().to_owned());
+                }
+            }
+            task.finished = Some(Instant::now());
+        });
+    });
+    Ok(Json(json!({ "delete_id": delete_id })))
+}
+
+/// `GET /_synapse/admin/v2/rooms/{roomId}/delete_status`: the room's
+/// running deletions and those finished in the last 24 hours.
+pub async fn room_deletion_status(
+    State(state): State<AppState>,
+    _admin: ServerAdmin,
+    Path(room_id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let room_id = parse_room_id(&room_id)?;
+    let tasks = state.room_deletions.tasks.lock();
+    let results: Vec<Value> = tasks
+        .iter()
+        .filter(|(_, task)| task.room_id == room_id)
+        .map(|(delete_id, task)| {
+            let mut status = task.to_json();
+            status["delete_id"] = delete_id.as_str().into();
+            status
+        })
+        .collect();
+    if results.is_empty() {
+        return Err(MatrixError::not_found(format!(
+            "No delete task for room_id '{room_id}' found"
+        )));
+    }
+    Ok(Json(json!({ "results": results })))
+}
+
+/// `GET /_synapse/admin/v2/rooms/delete_status/{deleteId}`.
+pub async fn deletion_status(
+    State(state): State<AppState>,
+    _admin: ServerAdmin,
+    Path(delete_id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let tasks = state.room_deletions.tasks.lock();
+    let task = tasks
+        .get(&delete_id)
+        .ok_or_else(|| MatrixError::not_found(format!("delete id '{delete_id}' not found")))?;
+    Ok(Json(task.to_json()))
+}
+
+fn parse_room_id(room_id: &str) -> ApiResult<OwnedRoomId> {
+    RoomId::parse(room_id)
+        .map_err(|_| MatrixError::invalid_param(format!("{room_id} is not a legal room ID")))
+}
+
+/// `new_room_user_id`, which must be a user of this server (registered or
+/// not, as in Synapse).
+fn new_room_user(state: &AppState, body: &DeleteRoom) -> ApiResult<Option<OwnedUserId>> {
+    body.new_room_user_id
         .as_deref()
         .map(|user| {
             UserId::parse(user)
@@ -120,12 +275,38 @@ pub async fn delete_room(
                     )
                 })
         })
-        .transpose()?;
+        .transpose()
+}
+
+/// Both versions' steps; `progress` hears what the shutdown did once the
+/// users are out, before the purge starts.
+async fn shut_down(
+    state: &AppState,
+    admin: &UserId,
+    room_id: &RoomId,
+    body: &DeleteRoom,
+    progress: impl FnOnce(&Shutdown),
+) -> ApiResult<Shutdown> {
+    plugin_hooks::check_can_shutdown_room(state, admin.as_str(), room_id.as_str()).await?;
+    if body.block {
+        state
+            .storage
+            .block_room(room_id.as_str(), admin.as_str())
+            .await?;
+        tracing::info!(%room_id, %admin, "blocked a room");
+    }
+    if state.storage.room(room_id.as_str()).await?.is_none() {
+        if body.purge && !body.block {
+            return Err(MatrixError::not_found(format!("Unknown room id {room_id}")));
+        }
+        return Ok(Shutdown::default());
+    }
+    let new_room_user = new_room_user(state, body)?;
 
     let mut result = Shutdown::default();
     if let Some(creator) = &new_room_user {
         let name = body.room_name.as_deref().unwrap_or(DEFAULT_ROOM_NAME);
-        result.new_room_id = Some(new_room(&state, creator, name).await?);
+        result.new_room_id = Some(new_room(state, creator, name).await?);
     }
     state
         .storage
@@ -143,7 +324,7 @@ pub async fn delete_room(
         let Ok(user) = UserId::parse(&user) else {
             continue;
         };
-        match move_user(&state, &room_id, &user, result.new_room_id.as_deref()).await {
+        match move_user(state, room_id, &user, result.new_room_id.as_deref()).await {
             Ok(()) => result.kicked_users.push(user.to_string()),
             Err(err) => {
                 tracing::warn!(%room_id, %user, error = ?err, "could not remove a user from a room being shut down");
@@ -162,16 +343,12 @@ pub async fn delete_room(
             state
                 .rooms
                 .with_room(new_room_id, async |room| {
-                    append_checked(&state, room, creator, &draft, None).await
+                    append_checked(state, room, creator, &draft, None).await
                 })
                 .await?;
             result.local_aliases = state
                 .storage
-                .move_room_aliases(
-                    room_id.as_str(),
-                    new_room_id.as_str(),
-                    admin.user_id.as_str(),
-                )
+                .move_room_aliases(room_id.as_str(), new_room_id.as_str(), admin.as_str())
                 .await?;
         }
         _ => {
@@ -180,12 +357,13 @@ pub async fn delete_room(
     }
     tracing::info!(
         %room_id,
-        admin = %admin.user_id,
+        %admin,
         kicked = result.kicked_users.len(),
         failed = result.failed_to_kick_users.len(),
         "shut down a room"
     );
 
+    progress(&result);
     if body.purge {
         if !body.force_purge {
             let still_joined = state
@@ -201,10 +379,10 @@ pub async fn delete_room(
                 ));
             }
         }
-        state.rooms.purge(&room_id).await?;
+        state.rooms.purge(room_id).await?;
         tracing::info!(%room_id, "purged a room");
     }
-    Ok(Json(result.to_json()))
+    Ok(result)
 }
 
 /// The room the users of a shut-down room are moved to, as Synapse makes
