@@ -357,13 +357,15 @@ struct Report {
     machine_cpu: Option<f64>,
 }
 
+/// The `p` quantile (0 to 1) of sorted latencies; zero when there are none.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1));
+    sorted.get(i).copied().unwrap_or_default()
+}
+
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let pct = |p: f64| {
-            let i = ((self.latencies.len() as f64 * p) as usize)
-                .min(self.latencies.len().saturating_sub(1));
-            self.latencies.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e3)
-        };
+        let pct = |p: f64| percentile(&self.latencies, p).as_secs_f64() * 1e3;
         write!(
             f,
             "{:>9.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms  ({} requests, {} errors)",

@@ -11,7 +11,7 @@ use anyhow::Context;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::{Args, ArgsRef, Report, call, enc, login, print_report, run_phase};
+use super::{Args, ArgsRef, Report, call, enc, login, percentile, print_report, run_phase};
 
 /// `sync-wake`: `--listeners` clients (each a device of the bench user)
 /// long-poll `/sync` in one room while a sender posts one message at a
@@ -60,12 +60,14 @@ pub async fn wake_phase(client: &reqwest::Client, args: &Args) -> anyhow::Result
                     enc(&since)
                 );
                 // A listener whose connection failed stops; its missed
-                // messages count as errors.
-                let Ok((body, arrived)) = connection.get(&path).await else {
-                    break;
+                // messages count as errors, and the first failure is shown.
+                let (body, arrived) = match connection.get(&path).await {
+                    Ok(answer) => answer,
+                    Err(err) => return Some(format!("GET {path}: {err:#}")),
                 };
-                let Ok(response) = serde_json::from_slice::<WakeResponse>(&body) else {
-                    break;
+                let response = match serde_json::from_slice::<WakeResponse>(&body) {
+                    Ok(response) => response,
+                    Err(err) => return Some(format!("GET {path}: {err}")),
                 };
                 for body in response.timeline_bodies() {
                     if let Some(started) = sent_at.lock().unwrap().get(body) {
@@ -74,6 +76,7 @@ pub async fn wake_phase(client: &reqwest::Client, args: &Args) -> anyhow::Result
                 }
                 since = response.next_batch;
             }
+            None
         });
     }
     // Let every listener settle into its long-poll before the first send.
@@ -105,14 +108,19 @@ pub async fn wake_phase(client: &reqwest::Client, args: &Args) -> anyhow::Result
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let elapsed = started.elapsed();
-    while listeners.join_next().await.is_some() {}
+    let mut first_error = None;
+    while let Some(ended) = listeners.join_next().await {
+        if let Ok(Some(error)) = ended {
+            first_error.get_or_insert(error);
+        }
+    }
     let mut latencies = std::mem::take(&mut *latencies.lock().unwrap());
     latencies.sort();
     let expected = sent * args.listeners;
     let report = Report {
         requests: latencies.len(),
         errors: expected.saturating_sub(latencies.len()),
-        first_error: None,
+        first_error,
         elapsed,
         latencies,
         unit: "wake",
@@ -128,19 +136,15 @@ pub async fn wake_phase(client: &reqwest::Client, args: &Args) -> anyhow::Result
     send_latencies.sort();
     println!(
         "    send: p50 {}; wake spread: {}",
-        millis(percentile(&send_latencies, 50)),
+        millis(percentile(&send_latencies, 0.5)),
         [0, 10, 25, 50, 75, 90, 99, 100]
-            .map(|p| format!("p{p} {}", millis(percentile(&report.latencies, p))))
+            .map(|p| format!(
+                "p{p} {}",
+                millis(percentile(&report.latencies, f64::from(p) / 100.0))
+            ))
             .join(", ")
     );
     Ok(())
-}
-
-fn percentile(sorted: &[Duration], p: usize) -> Duration {
-    match sorted.len() {
-        0 => Duration::ZERO,
-        n => sorted[(n - 1) * p / 100],
-    }
 }
 
 fn millis(d: Duration) -> String {
@@ -182,6 +186,9 @@ impl LongPoll {
             .header(hyper::header::HOST, &self.authority)
             .header(hyper::header::AUTHORIZATION, &self.authorization)
             .body(http_body_util::Empty::new())?;
+        // The previous response's body is read, but the connection may not
+        // have taken note yet.
+        self.sender.ready().await?;
         let response = self.sender.send_request(request).await?;
         anyhow::ensure!(response.status().is_success(), "{}", response.status());
         let body = response.into_body().collect().await?.to_bytes();
@@ -203,13 +210,16 @@ struct WakeRooms {
     join: HashMap<String, WakeRoom>,
 }
 
+/// A joined room's entry may carry only receipts, typing or counts.
 #[derive(serde::Deserialize)]
 struct WakeRoom {
+    #[serde(default)]
     timeline: WakeTimeline,
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, Default)]
 struct WakeTimeline {
+    #[serde(default)]
     events: Vec<WakeEvent>,
 }
 

@@ -362,7 +362,14 @@ impl Storage {
                     write.push_actions.iter().map(move |action| (&write.pdu, *ordering, action))
                 })
                 .collect();
+            // A big room's actions go in full chunks of one fixed text, each
+            // on its own, so that the connection's statement cache keeps
+            // serving them.
+            let big_room = actions.len() >= PUSH_ACTIONS_PER_INSERT;
             for actions in actions.chunks(PUSH_ACTIONS_PER_INSERT) {
+                if big_room {
+                    statements.finish(&mut tx).await?;
+                }
                 let sql = statements.next(&mut tx).await?;
                 sql.push(
                     "INSERT INTO event_push_actions (user_id, room_id, event_id, stream_ordering,

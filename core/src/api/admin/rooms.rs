@@ -6,7 +6,7 @@
 //! with a `delete_id` whose progress `.../delete_status` reports.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     time::{Duration, Instant},
 };
 
@@ -99,6 +99,8 @@ pub async fn delete_room(
     JsonObject(body): JsonObject<DeleteRoom>,
 ) -> ApiResult<Json<Value>> {
     let room_id = parse_room_id(&room_id)?;
+    plugin_hooks::check_can_shutdown_room(&state, admin.user_id.as_str(), room_id.as_str()).await?;
+    let _running = Running::begin(&state, &room_id)?;
     let shutdown = shut_down(&state, &admin.user_id, &room_id, &body, |_| {}).await?;
     Ok(Json(shutdown.to_json()))
 }
@@ -106,10 +108,12 @@ pub async fn delete_room(
 /// How long a finished deletion's status is kept, as in Synapse.
 const FINISHED_KEPT: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// Version 2's deletions, running and finished, by `delete_id`. Kept in
-/// memory: like Synapse's, the status is gone after a restart.
+/// The rooms being deleted (by either version), and version 2's tasks,
+/// running and finished, by `delete_id`. Kept in memory: like Synapse's,
+/// the statuses are gone after a restart.
 #[derive(Default)]
 pub struct RoomDeletions {
+    running: Mutex<HashSet<OwnedRoomId>>,
     tasks: Mutex<HashMap<String, Deletion>>,
 }
 
@@ -132,35 +136,28 @@ impl Deletion {
         }
         status
     }
+
+    fn finish(&mut self, outcome: ApiResult<Shutdown>) {
+        match outcome {
+            Ok(shutdown) => {
+                self.status = "complete";
+                self.shutdown = shutdown;
+            }
+            Err(err) => {
+                self.status = "failed";
+                self.error = Some(err.message().to_owned());
+            }
+        }
+        self.finished = Some(Instant::now());
+    }
 }
 
 impl RoomDeletions {
-    /// Registers a deletion of `room_id`, refused while another one of the
-    /// same room is running.
-    fn start(&self, room_id: &RoomId) -> ApiResult<String> {
+    /// The tasks, without those finished more than a day ago.
+    fn tasks(&self) -> parking_lot::MutexGuard<'_, HashMap<String, Deletion>> {
         let mut tasks = self.tasks.lock();
         tasks.retain(|_, task| task.finished.is_none_or(|at| at.elapsed() < FINISHED_KEPT));
-        if tasks
-            .values()
-            .any(|task| task.room_id == room_id && task.finished.is_none())
-        {
-            return Err(MatrixError::unknown(
-                StatusCode::BAD_REQUEST,
-                format!("History purge already in progress for {room_id}"),
-            ));
-        }
-        let delete_id = crate::auth::oidc::random_token(16);
-        tasks.insert(
-            delete_id.clone(),
-            Deletion {
-                room_id: room_id.to_owned(),
-                status: "shutting_down",
-                error: None,
-                shutdown: Shutdown::default(),
-                finished: None,
-            },
-        );
-        Ok(delete_id)
+        tasks
     }
 
     fn update(&self, delete_id: &str, change: impl FnOnce(&mut Deletion)) {
@@ -170,11 +167,83 @@ impl RoomDeletions {
     }
 }
 
+/// A deletion under way. While it lives, another deletion of the room is
+/// refused; when it is dropped — a panic included — a version 2 task that
+/// did not finish is marked failed.
+struct Running {
+    state: AppState,
+    room_id: OwnedRoomId,
+    delete_id: Option<String>,
+}
+
+impl Running {
+    fn begin(state: &AppState, room_id: &RoomId) -> ApiResult<Self> {
+        if !state
+            .room_deletions
+            .running
+            .lock()
+            .insert(room_id.to_owned())
+        {
+            return Err(MatrixError::unknown(
+                StatusCode::BAD_REQUEST,
+                format!("History purge already in progress for {room_id}"),
+            ));
+        }
+        Ok(Self {
+            state: state.clone(),
+            room_id: room_id.to_owned(),
+            delete_id: None,
+        })
+    }
+
+    /// Makes this a version 2 task, reported under the returned ID.
+    fn report(&mut self) -> String {
+        let delete_id = crate::auth::oidc::random_token(16);
+        self.state.room_deletions.tasks().insert(
+            delete_id.clone(),
+            Deletion {
+                room_id: self.room_id.clone(),
+                status: "shutting_down",
+                error: None,
+                shutdown: Shutdown::default(),
+                finished: None,
+            },
+        );
+        self.delete_id = Some(delete_id.clone());
+        delete_id
+    }
+
+    fn progress(&self, change: impl FnOnce(&mut Deletion)) {
+        if let Some(delete_id) = &self.delete_id {
+            self.state.room_deletions.update(delete_id, change);
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.progress(|task| {
+            if task.finished.is_none() {
+                task.finish(Err(MatrixError::unknown(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "The deletion stopped unexpectedly",
+                )));
+            }
+        });
+        self.state
+            .room_deletions
+            .running
+            .lock()
+            .remove(&self.room_id);
+    }
+}
+
 /// `DELETE /_synapse/admin/v2/rooms/{roomId}`: the same deletion as
 /// version 1, run in the background; answers `{"delete_id": ...}` once the
-/// request is found valid (a legal room ID, `new_room_user_id` of this
-/// server, no deletion of the room running). Whatever fails later, a
-/// refusing plugin or an unknown room included, is the task's `error`.
+/// request is found valid: a legal room ID of a room this server knows,
+/// `new_room_user_id` of this server, the plugins' consent
+/// (`check_can_shutdown_room`), no deletion of the room under way. A
+/// failure after that is the task's `error`.
 pub async fn start_room_deletion(
     State(state): State<AppState>,
     admin: ServerAdmin,
@@ -183,13 +252,16 @@ pub async fn start_room_deletion(
 ) -> ApiResult<Json<Value>> {
     let room_id = parse_room_id(&room_id)?;
     new_room_user(&state, &body)?;
-    let delete_id = state.room_deletions.start(&room_id)?;
+    if state.storage.room(room_id.as_str()).await?.is_none() {
+        return Err(MatrixError::not_found(format!("Unknown room id {room_id}")));
+    }
+    plugin_hooks::check_can_shutdown_room(&state, admin.user_id.as_str(), room_id.as_str()).await?;
+    let mut running = Running::begin(&state, &room_id)?;
+    let delete_id = running.report();
     tracing::info!(%room_id, admin = %admin.user_id, %delete_id, "started deleting a room");
-    let id = delete_id.clone();
     tokio::spawn(async move {
-        let deletions = &state.room_deletions;
         let outcome = shut_down(&state, &admin.user_id, &room_id, &body, |shutdown| {
-            deletions.update(&id, |task| {
+            running.progress(|task| {
                 task.shutdown = shutdown.clone();
                 if body.purge {
                     task.status = "purging";
@@ -197,20 +269,10 @@ pub async fn start_room_deletion(
             });
         })
         .await;
-        deletions.update(&id, |task| {
-            match outcome {
-                Ok(shutdown) => {
-                    task.status = "complete";
-                    task.shutdown = shutdown;
-                }
-                Err(err) => {
-                    tracing::warn!(%room_id, delete_id = %id, error = ?err, "a room deletion failed");
-                    task.status = "failed";
-                    task.error = Some(err.message().to_owned());
-                }
-            }
-            task.finished = Some(Instant::now());
-        });
+        if let Err(err) = &outcome {
+            tracing::warn!(%room_id, error = ?err, "a room deletion failed");
+        }
+        running.progress(|task| task.finish(outcome));
     });
     Ok(Json(json!({ "delete_id": delete_id })))
 }
@@ -223,7 +285,7 @@ pub async fn room_deletion_status(
     Path(room_id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let room_id = parse_room_id(&room_id)?;
-    let tasks = state.room_deletions.tasks.lock();
+    let tasks = state.room_deletions.tasks();
     let results: Vec<Value> = tasks
         .iter()
         .filter(|(_, task)| task.room_id == room_id)
@@ -247,7 +309,7 @@ pub async fn deletion_status(
     _admin: ServerAdmin,
     Path(delete_id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let tasks = state.room_deletions.tasks.lock();
+    let tasks = state.room_deletions.tasks();
     let task = tasks
         .get(&delete_id)
         .ok_or_else(|| MatrixError::not_found(format!("delete id '{delete_id}' not found")))?;
@@ -278,8 +340,8 @@ fn new_room_user(state: &AppState, body: &DeleteRoom) -> ApiResult<Option<OwnedU
         .transpose()
 }
 
-/// Both versions' steps; `progress` hears what the shutdown did once the
-/// users are out, before the purge starts.
+/// Both versions' steps, once the plugins agreed; `progress` hears what the
+/// shutdown did once the users are out, before the purge starts.
 async fn shut_down(
     state: &AppState,
     admin: &UserId,
@@ -287,7 +349,6 @@ async fn shut_down(
     body: &DeleteRoom,
     progress: impl FnOnce(&Shutdown),
 ) -> ApiResult<Shutdown> {
-    plugin_hooks::check_can_shutdown_room(state, admin.as_str(), room_id.as_str()).await?;
     if body.block {
         state
             .storage
