@@ -358,6 +358,17 @@ async fn filters_shape_the_timeline_and_state(backend: Backend) {
         },
         "event_fields": ["type", "content.body", "sender"]
     });
+    // Asked for before it exists: not found, and not remembered as missing.
+    assert_error(
+        &server
+            .get(
+                &format!("{C}/user/{}/filter/0", enc(&bob.id)),
+                Some(&bob.token),
+            )
+            .await,
+        404,
+        "M_NOT_FOUND",
+    );
     let created = ok(server
         .post(
             &format!("{C}/user/{}/filter", enc(&bob.id)),
@@ -366,6 +377,7 @@ async fn filters_shape_the_timeline_and_state(backend: Backend) {
         )
         .await);
     let id = created["filter_id"].as_str().unwrap().to_owned();
+    assert_eq!(id, "0", "a user's first filter");
     let stored = ok(server
         .get(
             &format!("{C}/user/{}/filter/{id}", enc(&bob.id)),
@@ -407,6 +419,14 @@ async fn filters_shape_the_timeline_and_state(backend: Backend) {
         "{members:?}"
     );
     assert_eq!(members.len(), 3, "{members:?}");
+    // Filters are per user: Bob's, now cached, is not Alice's.
+    assert_error(
+        &server
+            .get(&format!("{C}/sync?filter={id}"), Some(&alice.token))
+            .await,
+        404,
+        "M_NOT_FOUND",
+    );
 
     // Inline filters: senders and not_senders.
     let inline =

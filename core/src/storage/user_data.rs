@@ -1,6 +1,8 @@
 //! Per-user data clients store on the server: filters and account data
 //! (which also holds tags and push rules).
 
+use std::sync::Arc;
+
 use sqlx::Row;
 
 use super::{Result, Storage, read, streams::next_position, write};
@@ -37,14 +39,26 @@ impl Storage {
         })
     }
 
-    pub async fn filter(&self, user_id: &str, filter_id: i64) -> Result<Option<String>> {
-        read!(self, pool => {
+    /// A user's filter, as stored. Only found filters are cached: an unknown
+    /// ID may be created later.
+    pub async fn filter(&self, user_id: &str, filter_id: i64) -> Result<Option<Arc<str>>> {
+        let key = (user_id.to_owned(), filter_id);
+        let ticket = match self.caches.filters.get(&key) {
+            Ok(json) => return Ok(Some(json)),
+            Err(ticket) => ticket,
+        };
+        let json: Option<String> = read!(self, pool => {
             sqlx::query_scalar("SELECT json FROM filters WHERE user_id = $1 AND filter_id = $2")
                 .bind(user_id)
                 .bind(filter_id)
                 .fetch_optional(pool)
                 .await
-        })
+        })?;
+        let json = json.map(Arc::<str>::from);
+        if let Some(json) = &json {
+            self.caches.filters.fill(ticket, key, json.clone());
+        }
+        Ok(json)
     }
 
     /// Stores account data; returns its account-data stream position.

@@ -44,6 +44,9 @@ pub(super) struct Caches {
     pub room_members: KeyedCache<String, Arc<JoinedAndInvited>>,
     /// Per state group: its whole state (groups never change once written).
     pub state_groups: KeyedCache<i64, Arc<HashMap<StateKey, String>>>,
+    /// Per `(user, filter ID)`: the filter's JSON (filters never change).
+    /// Clients sync with a filter ID, so without it every sync reads one.
+    pub filters: KeyedCache<(String, i64), Arc<str>>,
 }
 
 impl Default for Caches {
@@ -56,6 +59,7 @@ impl Default for Caches {
             empty_inboxes: KeyedCache::new(ENTRIES_PER_CACHE),
             room_members: KeyedCache::new(ENTRIES_PER_CACHE),
             state_groups: KeyedCache::new(STATE_GROUPS),
+            filters: KeyedCache::new(ENTRIES_PER_CACHE),
         }
     }
 }
