@@ -118,10 +118,21 @@ async fn delete_room(
     room: &str,
     body: Value,
 ) -> (StatusCode, Value) {
+    delete_room_with(server, "v1", user, room, body).await
+}
+
+/// The Delete Room API of `version` (`v1` answers when done, `v2` at once).
+async fn delete_room_with(
+    server: &TestServer,
+    version: &str,
+    user: &User,
+    room: &str,
+    body: Value,
+) -> (StatusCode, Value) {
     server
         .request(
             Method::DELETE,
-            &format!("{ADMIN}/v1/rooms/{}", enc(room)),
+            &format!("{ADMIN}/{version}/rooms/{}", enc(room)),
             Some(&user.token),
             Some(body),
         )
@@ -428,14 +439,7 @@ async fn a_room_is_deleted_in_the_background(backend: Backend) {
     let carol = server.user("carol").await;
     let room = populated_room(&server, &alice, &bob, &carol).await;
     let start = async |by: &User, room: &str, body: Value| {
-        server
-            .request(
-                Method::DELETE,
-                &format!("{ADMIN}/v2/rooms/{}", enc(room)),
-                Some(&by.token),
-                Some(body),
-            )
-            .await
+        delete_room_with(&server, "v2", by, room, body).await
     };
     let by_id = format!("{ADMIN}/v2/rooms/delete_status/");
     let finished = async |by: &User, delete_id: &str| {

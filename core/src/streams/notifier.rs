@@ -8,7 +8,7 @@
 use std::{
     collections::HashMap,
     sync::{
-        Arc, Weak,
+        Arc,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -30,7 +30,7 @@ pub enum WakeKey {
 /// leaving is a removal, not a scan: a busy room has a listener per member.
 #[derive(Default)]
 pub struct Notifier {
-    waiters: Mutex<HashMap<WakeKey, HashMap<u64, Weak<Notify>>>>,
+    waiters: Mutex<HashMap<WakeKey, HashMap<u64, Arc<Notify>>>>,
     next_listener: AtomicU64,
 }
 
@@ -45,7 +45,7 @@ impl Notifier {
             waiters
                 .entry(key.clone())
                 .or_default()
-                .insert(id, Arc::downgrade(&notify));
+                .insert(id, notify.clone());
         }
         Listener {
             notifier: self.clone(),
@@ -63,11 +63,9 @@ impl Notifier {
     fn wake_local(&self, keys: &[WakeKey]) {
         let waiters = self.waiters.lock();
         for key in keys {
-            for waiter in waiters.get(key).into_iter().flat_map(HashMap::values) {
-                if let Some(notify) = waiter.upgrade() {
-                    // Stores a permit if the listener is not waiting yet.
-                    notify.notify_one();
-                }
+            for notify in waiters.get(key).into_iter().flat_map(HashMap::values) {
+                // Stores a permit if the listener is not waiting yet.
+                notify.notify_one();
             }
         }
     }
