@@ -105,6 +105,13 @@ c["listeners"] = [{"port": port, "bind_addresses": ["127.0.0.1"], "type": "http"
 c["registration_shared_secret"] = "bench-secret"
 c["rc_login"] = {k: {"per_second": 100000, "burst_count": 100000}
                  for k in ("address", "account", "failed_attempts")}
+# Lifted for the send phases and for sync-wake-one's 100 rooms.
+def lifted():
+    return {"per_second": 100000, "burst_count": 100000}
+c["rc_message"] = lifted()
+c["rc_room_creation"] = lifted()
+c["rc_joins"] = {"local": lifted(), "remote": lifted()}
+c["rc_invites"] = {"per_room": lifted(), "per_user": lifted()}
 c["database"] = {"name": "sqlite3", "args": {"database": f"{d}/homeserver.db"}}
 c["log_config"] = f"{d}/log.yaml"
 c["trusted_key_servers"] = []

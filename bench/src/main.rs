@@ -58,7 +58,7 @@ struct Args {
     #[arg(long)]
     shared_secret: Option<String>,
     /// Phases to run, in order: login, whoami, send, state-at, sync-wake,
-    /// initial-sync, sync-idle, media.
+    /// sync-wake-one, initial-sync, sync-idle, media.
     #[arg(long, value_delimiter = ',', default_value = "login,whoami")]
     phases: Vec<String>,
     #[arg(long, default_value_t = 32)]
@@ -80,7 +80,7 @@ struct Args {
     /// `state-at`: distinct state keys they cycle through.
     #[arg(long, default_value_t = 1_000)]
     state_keys: usize,
-    /// `sync-wake`: long-polling clients.
+    /// `sync-wake`, `sync-wake-one`: long-polling clients.
     #[arg(long, default_value_t = 100)]
     listeners: usize,
     /// `initial-sync`: rooms the user is in.
@@ -148,12 +148,13 @@ async fn main() -> anyhow::Result<()> {
             }
             "send" => send_phase(&client, &args).await?,
             "state-at" => state_at_phase(&client, &args).await?,
-            "sync-wake" => sync::wake_phase(&client, &args).await?,
+            "sync-wake" => sync::wake_phase(&client, &args, sync::Wake::FanOut).await?,
+            "sync-wake-one" => sync::wake_phase(&client, &args, sync::Wake::One).await?,
             "initial-sync" => sync::initial_phase(&client, &args).await?,
             "sync-idle" => sync::idle_phase(&client, &args).await?,
             "media" => media::media_phase(&client, &args).await?,
             other => bail!(
-                "unknown phase {other}: use login, whoami, send, state-at, sync-wake, initial-sync, sync-idle or media"
+                "unknown phase {other}: use login, whoami, send, state-at, sync-wake, sync-wake-one, initial-sync, sync-idle or media"
             ),
         }
     }

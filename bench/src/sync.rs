@@ -11,49 +11,87 @@ use anyhow::Context;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::{Args, ArgsRef, Report, call, enc, login, percentile, print_report, run_phase};
+use super::{
+    Args, ArgsRef, Report, call, enc, login, percentile, print_report, register, run_phase,
+};
 
-/// `sync-wake`: `--listeners` clients (each a device of the bench user)
-/// long-poll `/sync` in one room while a sender posts one message at a
-/// time; each listener records how long after the send started the message
-/// reached it.
-pub async fn wake_phase(client: &reqwest::Client, args: &Args) -> anyhow::Result<()> {
+/// How the listeners of a wake phase are laid out.
+#[derive(Clone, Copy)]
+pub enum Wake {
+    /// `sync-wake`: the listeners are devices of the bench user, all in one
+    /// room, so every message wakes all of them.
+    FanOut,
+    /// `sync-wake-one`: each listener is its own user, alone with the
+    /// sender in a room of its own, so each message wakes one of them while
+    /// the others keep long-polling.
+    One,
+}
+
+/// One long-polling client, set up and caught up.
+struct Listener {
+    token: String,
+    filter: String,
+    since: String,
+}
+
+/// The wake phases: `--listeners` clients long-poll `/sync` while a sender
+/// posts one message at a time (round the rooms); each listener records how
+/// long after the send started the message reached it.
+pub async fn wake_phase(client: &reqwest::Client, args: &Args, wake: Wake) -> anyhow::Result<()> {
     let shared = ArgsRef::from(args);
     let sender = login(client, &shared).await?;
-    let room = call(
-        client,
-        Method::POST,
-        &format!("{}/_matrix/client/v3/createRoom", args.url),
-        &sender,
-        Some(&json!({"preset": "private_chat", "name": "myelin-bench sync-wake"})),
-    )
-    .await?["room_id"]
-        .as_str()
-        .context("no room_id")?
-        .to_owned();
-    let filter = enc(&json!({"room": {"rooms": [room], "timeline": {"limit": 1}}, "presence": {"not_types": ["*"]}}).to_string());
+    let mut rooms = Vec::new();
+    let mut listeners = Vec::new();
+    match wake {
+        Wake::FanOut => {
+            let room = create_room(client, args, &sender, &[]).await?;
+            for _ in 0..args.listeners {
+                let token = login(client, &shared).await?;
+                listeners.push(Listener::new(client, args, token, &room).await?);
+            }
+            rooms.push(room);
+        }
+        Wake::One => {
+            for n in 0..args.listeners {
+                let listener = ArgsRef {
+                    user: format!("{}-listener-{n}", args.user),
+                    ..shared.clone()
+                };
+                let token = match &args.shared_secret {
+                    Some(secret) => match register(client, &listener, secret).await? {
+                        Some(token) => token,
+                        None => login(client, &listener).await?,
+                    },
+                    None => login(client, &listener).await?,
+                };
+                let user_id = whoami(client, args, &token).await?;
+                let room = create_room(client, args, &sender, &[&user_id]).await?;
+                let join = format!("{}/_matrix/client/v3/rooms/{}/join", args.url, enc(&room));
+                call(client, Method::POST, &join, &token, Some(&json!({}))).await?;
+                listeners.push(Listener::new(client, args, token, &room).await?);
+                rooms.push(room);
+            }
+        }
+    }
+    let (phase, gap) = match wake {
+        // Every listener must be back in its long-poll before the next.
+        Wake::FanOut => ("sync-wake", Duration::from_millis(50)),
+        Wake::One => ("sync-wake-one", Duration::from_millis(10)),
+    };
+
     let sent_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let latencies: Arc<Mutex<Vec<Duration>>> = Arc::default();
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
-    let mut listeners = tokio::task::JoinSet::new();
-    for _ in 0..args.listeners {
-        let token = login(client, &shared).await?;
-        let first = call(
-            client,
-            Method::GET,
-            &format!("{}/_matrix/client/v3/sync?filter={filter}", args.url),
-            &token,
-            None,
-        )
-        .await?;
-        let mut since = first["next_batch"]
-            .as_str()
-            .context("no next_batch")?
-            .to_owned();
+    let mut tasks = tokio::task::JoinSet::new();
+    for Listener {
+        token,
+        filter,
+        mut since,
+    } in listeners
+    {
         let mut connection = LongPoll::connect(&args.url, &token).await?;
-        let filter = filter.clone();
         let (sent_at, latencies) = (sent_at.clone(), latencies.clone());
-        listeners.spawn(async move {
+        tasks.spawn(async move {
             while Instant::now() < deadline {
                 let path = format!(
                     "/_matrix/client/v3/sync?filter={filter}&timeout=5000&since={}",
@@ -90,7 +128,7 @@ pub async fn wake_phase(client: &reqwest::Client, args: &Args) -> anyhow::Result
         let url = format!(
             "{}/_matrix/client/v3/rooms/{}/send/m.room.message/wake-{sent}",
             args.url,
-            enc(&room)
+            enc(&rooms[sent % rooms.len()])
         );
         let send_started = Instant::now();
         call(
@@ -103,20 +141,21 @@ pub async fn wake_phase(client: &reqwest::Client, args: &Args) -> anyhow::Result
         .await?;
         send_latencies.push(send_started.elapsed());
         sent += 1;
-        // One message in flight at a time, spaced so every listener is
-        // back in its long-poll before the next.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(gap).await;
     }
     let elapsed = started.elapsed();
     let mut first_error = None;
-    while let Some(ended) = listeners.join_next().await {
+    while let Some(ended) = tasks.join_next().await {
         if let Ok(Some(error)) = ended {
             first_error.get_or_insert(error);
         }
     }
     let mut latencies = std::mem::take(&mut *latencies.lock().unwrap());
     latencies.sort();
-    let expected = sent * args.listeners;
+    let expected = match wake {
+        Wake::FanOut => sent * args.listeners,
+        Wake::One => sent,
+    };
     let report = Report {
         requests: latencies.len(),
         errors: expected.saturating_sub(latencies.len()),
@@ -129,10 +168,11 @@ pub async fn wake_phase(client: &reqwest::Client, args: &Args) -> anyhow::Result
         machine_cpu: None,
     };
     println!(
-        "sync-wake: {} listeners, {sent} messages; latency from the send's start to each listener's response",
-        args.listeners
+        "{phase}: {} listeners in {} rooms, {sent} messages; latency from the send's start to each woken listener's response",
+        args.listeners,
+        rooms.len()
     );
-    print_report("sync-wake", &report);
+    print_report(phase, &report);
     send_latencies.sort();
     println!(
         "    send: p50 {}; wake spread: {}",
@@ -145,6 +185,72 @@ pub async fn wake_phase(client: &reqwest::Client, args: &Args) -> anyhow::Result
             .join(", ")
     );
     Ok(())
+}
+
+impl Listener {
+    /// Uploads the listener's filter (clients sync with a filter ID, as
+    /// Element and matrix-sdk do) and runs its initial sync.
+    async fn new(
+        client: &reqwest::Client,
+        args: &Args,
+        token: String,
+        room: &str,
+    ) -> anyhow::Result<Self> {
+        let user_id = whoami(client, args, &token).await?;
+        let filter = call(
+            client,
+            Method::POST,
+            &format!("{}/_matrix/client/v3/user/{}/filter", args.url, enc(&user_id)),
+            &token,
+            Some(&json!({"room": {"rooms": [room], "timeline": {"limit": 1}}, "presence": {"not_types": ["*"]}})),
+        )
+        .await?["filter_id"]
+            .as_str()
+            .context("no filter_id")?
+            .to_owned();
+        let filter = enc(&filter);
+        let first = call(
+            client,
+            Method::GET,
+            &format!("{}/_matrix/client/v3/sync?filter={filter}", args.url),
+            &token,
+            None,
+        )
+        .await?;
+        let since = first["next_batch"]
+            .as_str()
+            .context("no next_batch")?
+            .to_owned();
+        Ok(Self {
+            token,
+            filter,
+            since,
+        })
+    }
+}
+
+async fn whoami(client: &reqwest::Client, args: &Args, token: &str) -> anyhow::Result<String> {
+    let url = format!("{}/_matrix/client/v3/account/whoami", args.url);
+    call(client, Method::GET, &url, token, None).await?["user_id"]
+        .as_str()
+        .map(str::to_owned)
+        .context("no user_id")
+}
+
+/// A private room of the sender's, with `invite` invited.
+async fn create_room(
+    client: &reqwest::Client,
+    args: &Args,
+    token: &str,
+    invite: &[&str],
+) -> anyhow::Result<String> {
+    let url = format!("{}/_matrix/client/v3/createRoom", args.url);
+    let body =
+        json!({"preset": "private_chat", "name": "myelin-bench sync-wake", "invite": invite});
+    call(client, Method::POST, &url, token, Some(&body)).await?["room_id"]
+        .as_str()
+        .map(str::to_owned)
+        .context("no room_id")
 }
 
 fn millis(d: Duration) -> String {

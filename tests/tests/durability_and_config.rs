@@ -3,7 +3,10 @@
 
 use std::process::Command;
 
-use myelin_tests::{Backend, ScratchDir, TestServer, myelin_binary, on_both_backends, try_start};
+use myelin_tests::{
+    Backend, ScratchDir, TestServer, enc, myelin_binary, on_both_backends, try_start,
+};
+use serde_json::json;
 
 on_both_backends! {
     users_survive_sigkill => users_survive_sigkill,
@@ -32,6 +35,50 @@ async fn users_survive_sigkill(backend: Backend) {
         )
         .await;
     assert_eq!(status, 200, "tokens survive too");
+}
+
+/// SQLite's write-ahead log is copied into the database file while the
+/// server runs (every half second, off the commits' path), so the log does
+/// not grow without end and the database file holds the data.
+#[tokio::test]
+async fn sqlite_log_is_copied_into_the_database_while_serving() {
+    let server = TestServer::start(Backend::Sqlite, "").await;
+    let database = server.dir.0.join("data/homeserver.db");
+    let alice = server.user("alice").await;
+    // The start-up's writes (the schema, alice) are copied within a second.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let before = std::fs::metadata(&database).unwrap().len();
+    let (status, created) = server
+        .post(
+            "/_matrix/client/v3/createRoom",
+            Some(&alice.token),
+            json!({"name": "Checkpointed"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let room = enc(created["room_id"].as_str().unwrap());
+    let text = "x".repeat(2000);
+    for i in 0..100 {
+        let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/t{i}");
+        let (status, sent) = server
+            .put(&path, &alice, json!({"msgtype": "m.text", "body": text}))
+            .await;
+        assert_eq!(status, 200, "{sent}");
+    }
+    // 100 messages of 2 kB: at least 200 kB more in the database file once
+    // a checkpoint ran, while the server keeps running.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let after = std::fs::metadata(&database).unwrap().len();
+        if after >= before + 200_000 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the database file stayed at {after} bytes (from {before}): the log was not checkpointed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 fn start_with(config: &str) -> (bool, String) {

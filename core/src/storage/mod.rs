@@ -95,7 +95,10 @@ impl Storage {
                     // FULL: a commit is on disk before the client hears 200.
                     .synchronous(SqliteSynchronous::Full)
                     .foreign_keys(true)
-                    .busy_timeout(Duration::from_secs(10));
+                    .busy_timeout(Duration::from_secs(10))
+                    // Checkpoints run in the background (`checkpoint_wal`),
+                    // not inside whichever commit fills the log.
+                    .pragma("wal_autocheckpoint", "0");
                 // An SQLite connection lives in this process and cannot hang
                 // up, so the pools skip sqlx's ping on every acquire: it is a
                 // round trip to the connection's thread before each query.
@@ -110,8 +113,9 @@ impl Storage {
                     .max_connections(4)
                     .min_connections(1)
                     .test_before_acquire(false)
-                    .connect_with(options.read_only(true))
+                    .connect_with(options.clone().read_only(true))
                     .await?;
+                tokio::spawn(checkpoint_wal(write.clone()));
                 Db::Sqlite { read, write }
             }
             DatabaseTarget::Postgres {
@@ -134,6 +138,35 @@ impl Storage {
         let last_event = storage.last_event_position().await?;
         storage.caches.recent.write().start_after(last_event);
         Ok(storage)
+    }
+}
+
+/// How often the SQLite write-ahead log is copied into the database.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Copies the SQLite write-ahead log into the database file every
+/// [`CHECKPOINT_INTERVAL`], until the write pool closes.
+///
+/// Left to SQLite, the commit that fills the log to 1,000 pages runs the
+/// checkpoint itself, so that message's sender, and everyone waiting for
+/// the message, waits for the copy and the database file's fsync. Here the
+/// checkpoint holds the write connection instead: no commit is waiting on
+/// it, and nothing is appended to the log meanwhile, so the checkpoint
+/// finishes and the next write starts the log over. (On a connection of its
+/// own it would chase a busy writer forever, and the log would grow without
+/// end.) A commit is durable in the log before any checkpoint, so the
+/// checkpoints' timing changes nothing else.
+async fn checkpoint_wal(write: SqlitePool) {
+    let mut interval = tokio::time::interval(CHECKPOINT_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !write.is_closed() {
+        interval.tick().await;
+        if let Err(err) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&write)
+            .await
+        {
+            tracing::warn!(error = %err, "could not checkpoint the SQLite write-ahead log");
+        }
     }
 }
 
