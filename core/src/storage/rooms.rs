@@ -125,6 +125,9 @@ const EVENT_COLUMNS: &str = "event_id, json, stream_ordering, state_group, redac
 /// well under SQLite's limit of 32,766 parameters per statement.
 const PUSH_ACTIONS_PER_INSERT: usize = 1_000;
 
+/// Rows per multi-row insert into `state_group_entries` (4 parameters each).
+const STATE_ENTRIES_PER_INSERT: usize = 5_000;
+
 /// A room ID and an event ID in it.
 type RoomEventId<'a> = (&'a str, &'a str);
 
@@ -158,37 +161,44 @@ fn extremity_changes(batch: &[EventWrite]) -> (Vec<RoomEventId<'_>>, Vec<RoomEve
     (added, removed)
 }
 
-/// Statements that return nothing, run in order. SQLite takes them as one
-/// query, so they cost one round trip to its connection's thread rather
-/// than one each; PostgreSQL's protocol takes one statement with
-/// parameters at a time, so there each runs on its own.
-struct StatementBatch<DB: sqlx::Database> {
+/// A write transaction whose statements are sent together where the backend
+/// allows it. SQLite takes the whole transaction, `BEGIN` to `COMMIT`, as one
+/// query: one round trip to its connection's thread instead of one per
+/// statement. PostgreSQL's protocol takes one statement with parameters at a
+/// time, so there each runs on its own. What the statements return (one
+/// integer per row, from `RETURNING`) is collected in order.
+struct BatchTransaction<'c, DB: sqlx::Database> {
+    connection: &'c mut sqlx::pool::PoolConnection<DB>,
     sql: sqlx::QueryBuilder<DB>,
     statements: usize,
+    returned: Vec<i64>,
 }
 
-impl<DB: sqlx::Database> StatementBatch<DB> {
-    fn new() -> Self {
+impl<'c, DB: sqlx::Database> BatchTransaction<'c, DB>
+where
+    for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    (i64,): for<'r> sqlx::FromRow<'r, DB::Row>,
+{
+    fn begin(connection: &'c mut sqlx::pool::PoolConnection<DB>) -> Self {
+        // Not the builder's initial text, which every reset would keep.
+        let mut sql = sqlx::QueryBuilder::new("");
+        sql.push("BEGIN");
         Self {
-            sql: sqlx::QueryBuilder::new(""),
-            statements: 0,
+            connection,
+            sql,
+            statements: 1,
+            returned: Vec::new(),
         }
     }
 
     /// Where the next statement is to be written.
-    async fn next(
-        &mut self,
-        tx: &mut sqlx::Transaction<'_, DB>,
-    ) -> Result<&mut sqlx::QueryBuilder<DB>>
-    where
-        for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-        DB::Arguments: sqlx::IntoArguments<DB>,
-    {
+    async fn next(&mut self) -> Result<&mut sqlx::QueryBuilder<DB>> {
         if self.statements > 0 {
             if DB::NAME == "SQLite" {
                 self.sql.push("; ");
             } else {
-                self.finish(tx).await?;
+                self.flush().await?;
             }
         }
         self.statements += 1;
@@ -196,17 +206,43 @@ impl<DB: sqlx::Database> StatementBatch<DB> {
     }
 
     /// Runs what is not run yet.
-    async fn finish(&mut self, tx: &mut sqlx::Transaction<'_, DB>) -> Result<()>
-    where
-        for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-        DB::Arguments: sqlx::IntoArguments<DB>,
-    {
+    async fn flush(&mut self) -> Result<()> {
         if self.statements > 0 {
-            self.sql.build().execute(&mut **tx).await?;
+            let rows = self
+                .sql
+                .build_query_scalar::<i64>()
+                .fetch_all(&mut **self.connection)
+                .await?;
+            self.returned.extend(rows);
             self.sql.reset();
             self.statements = 0;
         }
         Ok(())
+    }
+
+    /// Commits; returns what the statements returned.
+    async fn commit(mut self) -> Result<Vec<i64>> {
+        self.next().await?.push("COMMIT");
+        self.flush().await?;
+        Ok(self.returned)
+    }
+}
+
+/// Ends a [`BatchTransaction`] that failed part-way. SQLite keeps a
+/// transaction open after most failed statements, and the connection goes
+/// back to the pool: it must not carry the failed transaction to the next
+/// writer. If even the rollback fails, the connection is closed instead.
+async fn roll_back<DB: sqlx::Database>(connection: &mut sqlx::pool::PoolConnection<DB>)
+where
+    for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+{
+    if let Err(err) = sqlx::query("ROLLBACK").execute(&mut **connection).await {
+        // "No transaction is active": the failure already ended it.
+        if !err.to_string().contains("no transaction is active") {
+            tracing::warn!(error = %err, "could not roll back a failed write; closing its connection");
+            connection.close_on_drop();
+        }
     }
 }
 
@@ -215,183 +251,191 @@ impl Storage {
     /// the lot); returns each event's stream ordering.
     pub async fn persist_events(&self, batch: &[EventWrite]) -> Result<Vec<i64>> {
         write!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let mut orderings = Vec::with_capacity(batch.len());
-            for write in batch {
-                let pdu = &write.pdu;
-                if let Some(room) = &write.new_room {
-                    sqlx::query(
-                        "INSERT INTO rooms (room_id, room_version, creator, is_public, created_ts)
-                         VALUES ($1, $2, $3, $4, $5)",
-                    )
-                    .bind(&room.room_id)
-                    .bind(&room.room_version)
-                    .bind(&room.creator)
-                    .bind(room.is_public)
-                    .bind(now_ms())
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                if let Some(group) = &write.new_state_group {
-                    sqlx::query(
-                        "INSERT INTO state_groups (id, room_id, prev_group, chain_length)
-                         VALUES ($1, $2, $3, $4)",
-                    )
-                    .bind(group.id)
-                    .bind(pdu.room_id.as_str())
-                    .bind(group.prev_group)
-                    .bind(group.chain_length)
-                    .execute(&mut *tx)
-                    .await?;
-                    for ((kind, state_key), event_id) in &group.entries {
-                        sqlx::query(
-                            "INSERT INTO state_group_entries (state_group, type, state_key, event_id)
-                             VALUES ($1, $2, $3, $4)",
-                        )
-                        .bind(group.id)
-                        .bind(kind)
-                        .bind(state_key)
-                        .bind(event_id)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                }
-                let ordering: i64 = sqlx::query_scalar(
-                    "INSERT INTO events (event_id, room_id, sender, type, state_key, depth,
-                         origin_server_ts, state_group, json)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING stream_ordering",
-                )
-                .bind(pdu.event_id.as_str())
-                .bind(pdu.room_id.as_str())
-                .bind(pdu.sender.as_str())
-                .bind(pdu.kind.to_string())
-                .bind(&pdu.state_key)
-                .bind(pdu.depth as i64)
-                .bind(i64::from(pdu.origin_server_ts.get()))
-                .bind(write.state_group)
-                .bind(&pdu.json)
-                .fetch_one(&mut *tx)
-                .await?;
-                orderings.push(ordering);
-                if let Some(state_key) = &pdu.state_key {
-                    let membership = (pdu.kind.to_string() == "m.room.member")
-                        .then(|| pdu.content_str("membership"))
-                        .flatten();
-                    sqlx::query(
-                        "INSERT INTO current_state (room_id, type, state_key, event_id, membership)
-                         VALUES ($1, $2, $3, $4, $5)
-                         ON CONFLICT (room_id, type, state_key)
-                         DO UPDATE SET event_id = excluded.event_id, membership = excluded.membership",
-                    )
-                    .bind(pdu.room_id.as_str())
-                    .bind(pdu.kind.to_string())
-                    .bind(state_key)
-                    .bind(pdu.event_id.as_str())
-                    .bind(&membership)
-                    .execute(&mut *tx)
-                    .await?;
-                    // A new membership brings a forgotten room back.
-                    if membership.is_some() {
-                        sqlx::query("DELETE FROM forgotten_rooms WHERE user_id = $1 AND room_id = $2")
-                            .bind(state_key)
-                            .bind(pdu.room_id.as_str())
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                }
-                if let Some(redacted) = &pdu.redacts {
-                    sqlx::query(
-                        "UPDATE events SET redacted_by = $1
-                         WHERE event_id = $2 AND room_id = $3 AND redacted_by IS NULL",
-                    )
-                    .bind(pdu.event_id.as_str())
-                    .bind(redacted.as_str())
-                    .bind(pdu.room_id.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                if pdu.kind.to_string() == "m.room.join_rules" && pdu.state_key.as_deref() == Some("") {
-                    sqlx::query("UPDATE rooms SET join_rule = $1 WHERE room_id = $2")
-                        .bind(pdu.content_str("join_rule"))
-                        .bind(pdu.room_id.as_str())
-                        .execute(&mut *tx)
-                        .await?;
-                }
-            }
-            // What the batch adds besides its events goes in one statement
-            // per table, not one per event; on SQLite those statements go to
-            // the database's thread together (see `StatementBatch`).
-            let mut statements = StatementBatch::new();
-            let (added, removed) = extremity_changes(batch);
-            if !removed.is_empty() {
-                let sql = statements.next(&mut tx).await?;
-                sql.push("DELETE FROM forward_extremities WHERE (room_id, event_id) IN (");
-                sql.push_values(&removed, |mut row, (room_id, event_id)| {
-                    row.push_bind(*room_id).push_bind(*event_id);
-                });
-                sql.push(")");
-            }
-            if !added.is_empty() {
-                let sql = statements.next(&mut tx).await?;
-                sql.push("INSERT INTO forward_extremities (room_id, event_id) ");
-                sql.push_values(&added, |mut row, (room_id, event_id)| {
-                    row.push_bind(*room_id).push_bind(*event_id);
-                });
-            }
-            let txns: Vec<_> = batch
-                .iter()
-                .filter_map(|write| write.txn.as_ref().map(|txn| (&write.pdu, txn)))
-                .collect();
-            if !txns.is_empty() {
-                let sql = statements.next(&mut tx).await?;
-                sql.push("INSERT INTO event_txns (room_id, user_id, device_id, txn_id, event_id) ");
-                sql.push_values(&txns, |mut row, (pdu, (user, device, txn))| {
-                    row.push_bind(pdu.room_id.as_str())
-                        .push_bind(user)
-                        .push_bind(device)
-                        .push_bind(txn)
-                        .push_bind(pdu.event_id.as_str());
-                });
-                sql.push(" ON CONFLICT DO NOTHING");
-            }
-            // Everyone the events notify (a room's every member, usually).
-            let actions: Vec<_> = batch
-                .iter()
-                .zip(&orderings)
-                .flat_map(|(write, ordering)| {
-                    write.push_actions.iter().map(move |action| (&write.pdu, *ordering, action))
-                })
-                .collect();
-            // A big room's actions go in full chunks of one fixed text, each
-            // on its own, so that the connection's statement cache keeps
-            // serving them.
-            let big_room = actions.len() >= PUSH_ACTIONS_PER_INSERT;
-            for actions in actions.chunks(PUSH_ACTIONS_PER_INSERT) {
-                if big_room {
-                    statements.finish(&mut tx).await?;
-                }
-                let sql = statements.next(&mut tx).await?;
-                sql.push(
-                    "INSERT INTO event_push_actions (user_id, room_id, event_id, stream_ordering,
-                         thread_id, notify, highlight, actions, ts) ",
-                );
-                sql.push_values(actions, |mut row, (pdu, ordering, action)| {
-                    row.push_bind(&action.user_id)
-                        .push_bind(pdu.room_id.as_str())
-                        .push_bind(pdu.event_id.as_str())
-                        .push_bind(*ordering)
-                        .push_bind(&action.thread_id)
-                        .push_bind(action.notify)
-                        .push_bind(action.highlight)
-                        .push_bind(&action.actions)
-                        .push_bind(i64::from(pdu.origin_server_ts.get()));
-                });
-            }
-            statements.finish(&mut tx).await?;
+            let mut connection = pool.acquire().await?;
             // Unread counts gain the new actions once committed; reads in
             // between are not kept, as they may already include them.
             let counting = self.caches.unread.begin_change();
-            tx.commit().await?;
+            let written: Result<Vec<i64>> = async {
+                let mut tx = BatchTransaction::begin(&mut connection);
+                for write in batch {
+                    let pdu = &write.pdu;
+                    if let Some(room) = &write.new_room {
+                        let sql = tx.next().await?;
+                        sql.push("INSERT INTO rooms (room_id, room_version, creator, is_public, created_ts) ");
+                        sql.push_values([room], |mut row, room| {
+                            row.push_bind(room.room_id.as_str())
+                                .push_bind(room.room_version.as_str())
+                                .push_bind(room.creator.as_str())
+                                .push_bind(room.is_public)
+                                .push_bind(now_ms());
+                        });
+                    }
+                    if let Some(group) = &write.new_state_group {
+                        let sql = tx.next().await?;
+                        sql.push("INSERT INTO state_groups (id, room_id, prev_group, chain_length) ");
+                        sql.push_values([group], |mut row, group| {
+                            row.push_bind(group.id)
+                                .push_bind(pdu.room_id.as_str())
+                                .push_bind(group.prev_group)
+                                .push_bind(group.chain_length);
+                        });
+                        for entries in group.entries.chunks(STATE_ENTRIES_PER_INSERT) {
+                            let sql = tx.next().await?;
+                            sql.push("INSERT INTO state_group_entries (state_group, type, state_key, event_id) ");
+                            sql.push_values(entries, |mut row, ((kind, state_key), event_id)| {
+                                row.push_bind(group.id)
+                                    .push_bind(kind.as_str())
+                                    .push_bind(state_key.as_str())
+                                    .push_bind(event_id.as_str());
+                            });
+                        }
+                    }
+                    let sql = tx.next().await?;
+                    sql.push(
+                        "INSERT INTO events (event_id, room_id, sender, type, state_key, depth,
+                             origin_server_ts, state_group, json) ",
+                    );
+                    sql.push_values([pdu], |mut row, pdu| {
+                        row.push_bind(pdu.event_id.as_str())
+                            .push_bind(pdu.room_id.as_str())
+                            .push_bind(pdu.sender.as_str())
+                            .push_bind(pdu.kind.to_string())
+                            .push_bind(pdu.state_key.as_deref())
+                            .push_bind(pdu.depth as i64)
+                            .push_bind(i64::from(pdu.origin_server_ts.get()))
+                            .push_bind(write.state_group)
+                            .push_bind(pdu.json.as_str());
+                    });
+                    sql.push(" RETURNING stream_ordering");
+                    if let Some(state_key) = &pdu.state_key {
+                        let membership = (pdu.kind.to_string() == "m.room.member")
+                            .then(|| pdu.content_str("membership"))
+                            .flatten();
+                        let sql = tx.next().await?;
+                        sql.push("INSERT INTO current_state (room_id, type, state_key, event_id, membership) ");
+                        sql.push_values([pdu], |mut row, pdu| {
+                            row.push_bind(pdu.room_id.as_str())
+                                .push_bind(pdu.kind.to_string())
+                                .push_bind(state_key.as_str())
+                                .push_bind(pdu.event_id.as_str())
+                                .push_bind(membership.as_deref());
+                        });
+                        sql.push(
+                            " ON CONFLICT (room_id, type, state_key)
+                             DO UPDATE SET event_id = excluded.event_id, membership = excluded.membership",
+                        );
+                        // A new membership brings a forgotten room back.
+                        if membership.is_some() {
+                            let sql = tx.next().await?;
+                            sql.push("DELETE FROM forgotten_rooms WHERE user_id = ")
+                                .push_bind(state_key.as_str())
+                                .push(" AND room_id = ")
+                                .push_bind(pdu.room_id.as_str());
+                        }
+                    }
+                    if let Some(redacted) = &pdu.redacts {
+                        let sql = tx.next().await?;
+                        sql.push("UPDATE events SET redacted_by = ")
+                            .push_bind(pdu.event_id.as_str())
+                            .push(" WHERE event_id = ")
+                            .push_bind(redacted.as_str())
+                            .push(" AND room_id = ")
+                            .push_bind(pdu.room_id.as_str())
+                            .push(" AND redacted_by IS NULL");
+                    }
+                    if pdu.kind.to_string() == "m.room.join_rules" && pdu.state_key.as_deref() == Some("") {
+                        let sql = tx.next().await?;
+                        sql.push("UPDATE rooms SET join_rule = ")
+                            .push_bind(pdu.content_str("join_rule"))
+                            .push(" WHERE room_id = ")
+                            .push_bind(pdu.room_id.as_str());
+                    }
+                }
+                // What the batch adds besides its events goes in one statement per
+                // table, not one per event.
+                let (added, removed) = extremity_changes(batch);
+                if !removed.is_empty() {
+                    let sql = tx.next().await?;
+                    sql.push("DELETE FROM forward_extremities WHERE (room_id, event_id) IN (");
+                    sql.push_values(&removed, |mut row, (room_id, event_id)| {
+                        row.push_bind(*room_id).push_bind(*event_id);
+                    });
+                    sql.push(")");
+                }
+                if !added.is_empty() {
+                    let sql = tx.next().await?;
+                    sql.push("INSERT INTO forward_extremities (room_id, event_id) ");
+                    sql.push_values(&added, |mut row, (room_id, event_id)| {
+                        row.push_bind(*room_id).push_bind(*event_id);
+                    });
+                }
+                let txns: Vec<_> = batch
+                    .iter()
+                    .filter_map(|write| write.txn.as_ref().map(|txn| (&write.pdu, txn)))
+                    .collect();
+                if !txns.is_empty() {
+                    let sql = tx.next().await?;
+                    sql.push("INSERT INTO event_txns (room_id, user_id, device_id, txn_id, event_id) ");
+                    sql.push_values(&txns, |mut row, (pdu, (user, device, txn))| {
+                        row.push_bind(pdu.room_id.as_str())
+                            .push_bind(user.as_str())
+                            .push_bind(device.as_str())
+                            .push_bind(txn.as_str())
+                            .push_bind(pdu.event_id.as_str());
+                    });
+                    sql.push(" ON CONFLICT DO NOTHING");
+                }
+                // Everyone the events notify (a room's every member, usually). The
+                // events' stream orderings are not known before the commit on SQLite,
+                // so each row looks its event's up.
+                let actions: Vec<_> = batch
+                    .iter()
+                    .flat_map(|write| write.push_actions.iter().map(move |action| (&write.pdu, action)))
+                    .collect();
+                // A big room's actions go in full chunks of one fixed text, each on its
+                // own, so that the connection's statement cache keeps serving them.
+                let big_room = actions.len() >= PUSH_ACTIONS_PER_INSERT;
+                for actions in actions.chunks(PUSH_ACTIONS_PER_INSERT) {
+                    if big_room {
+                        tx.flush().await?;
+                    }
+                    let sql = tx.next().await?;
+                    sql.push(
+                        "INSERT INTO event_push_actions (user_id, room_id, event_id, stream_ordering,
+                             thread_id, notify, highlight, actions, ts) ",
+                    );
+                    sql.push_values(actions, |mut row, (pdu, action)| {
+                        row.push_bind(action.user_id.as_str())
+                            .push_bind(pdu.room_id.as_str())
+                            .push_bind(pdu.event_id.as_str())
+                            .push_unseparated(", (SELECT stream_ordering FROM events WHERE event_id = ")
+                            .push_bind_unseparated(pdu.event_id.as_str())
+                            .push_unseparated(")")
+                            .push_bind(action.thread_id.as_str())
+                            .push_bind(action.notify)
+                            .push_bind(action.highlight)
+                            .push_bind(action.actions.as_str())
+                            .push_bind(i64::from(pdu.origin_server_ts.get()));
+                    });
+                }
+                tx.commit().await
+            }
+            .await;
+            let orderings = match written {
+                Ok(orderings) if orderings.len() == batch.len() => orderings,
+                Ok(orderings) => {
+                    // Not reachable: each event's INSERT returns its ordering.
+                    return Err(sqlx::Error::Protocol(format!(
+                        "{} stream orderings for {} events",
+                        orderings.len(),
+                        batch.len()
+                    )));
+                }
+                Err(err) => {
+                    roll_back(&mut connection).await;
+                    return Err(err);
+                }
+            };
             self.events_committed(batch, &orderings);
             drop(counting);
             Ok(orderings)
@@ -1085,5 +1129,84 @@ impl Storage {
             .await?;
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+
+    use super::{BatchTransaction, roll_back};
+
+    async fn pool() -> sqlx::SqlitePool {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:").unwrap();
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, v TEXT UNIQUE)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool
+    }
+
+    async fn values(pool: &sqlx::SqlitePool) -> Vec<String> {
+        sqlx::query_scalar("SELECT v FROM t ORDER BY id")
+            .fetch_all(pool)
+            .await
+            .unwrap()
+    }
+
+    /// What statements return comes back in order, also across a statement
+    /// run on its own in the middle (a big room's push actions).
+    #[tokio::test]
+    async fn a_batch_commits_and_returns_in_order() {
+        let pool = pool().await;
+        let mut connection = pool.acquire().await.unwrap();
+        let mut tx = BatchTransaction::begin(&mut connection);
+        for v in ["a", "b"] {
+            let sql = tx.next().await.unwrap();
+            sql.push("INSERT INTO t (v) VALUES (")
+                .push_bind(v)
+                .push(") RETURNING id");
+        }
+        tx.flush().await.unwrap();
+        tx.next()
+            .await
+            .unwrap()
+            .push("INSERT INTO t (v) VALUES ('c') RETURNING id");
+        assert_eq!(tx.commit().await.unwrap(), [1, 2, 3]);
+        drop(connection);
+        assert_eq!(values(&pool).await, ["a", "b", "c"]);
+    }
+
+    /// A failed statement leaves nothing of its transaction, and the
+    /// connection serves the next writer.
+    #[tokio::test]
+    async fn a_failed_batch_is_rolled_back() {
+        let pool = pool().await;
+        let mut connection = pool.acquire().await.unwrap();
+        let mut tx = BatchTransaction::begin(&mut connection);
+        for v in ["a", "a"] {
+            tx.next()
+                .await
+                .unwrap()
+                .push("INSERT INTO t (v) VALUES (")
+                .push_bind(v)
+                .push(")");
+        }
+        assert!(tx.commit().await.is_err(), "the second `a` is a duplicate");
+        roll_back(&mut connection).await;
+        drop(connection);
+        assert!(values(&pool).await.is_empty());
+        sqlx::query("INSERT INTO t (v) VALUES ('b')")
+            .execute(&pool)
+            .await
+            .expect("no transaction left open");
+        assert_eq!(values(&pool).await, ["b"]);
     }
 }
