@@ -251,25 +251,7 @@ async fn a_long_poll_wakes_when_a_message_is_sent(backend: Backend) {
     assert!(started.elapsed() >= Duration::from_millis(300));
     assert!(idle["rooms"]["join"].get(&room).is_none());
 
-    let poll = {
-        let url = format!(
-            "{}{C}/sync?since={}&timeout=30000",
-            server.base_url,
-            enc(&since)
-        );
-        let token = bob.token.clone();
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let response = reqwest::Client::new()
-                .get(url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap();
-            let body: Value = response.json().await.unwrap();
-            (started.elapsed(), body)
-        })
-    };
+    let poll = long_poll(&server, &bob, &since);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let sent_at = Instant::now();
     send_text(&server, &alice, &room, "wake up").await;
@@ -278,6 +260,49 @@ async fn a_long_poll_wakes_when_a_message_is_sent(backend: Backend) {
     // Woken by the send, not by the 30 s timeout.
     assert!(waited < Duration::from_secs(10), "waited {waited:?}");
     assert!(sent_at.elapsed() < Duration::from_secs(10));
+
+    // A room joined since the last long-poll wakes the next one too (each
+    // user's rooms to listen on are kept between long-polls).
+    let second = create_room(
+        &server,
+        &alice,
+        json!({"preset": "public_chat", "name": "Annex"}),
+    )
+    .await;
+    join(&server, &bob, &second).await;
+    let since = next_batch(&sync_since(&server, &bob, &next_batch(&body)).await);
+    let poll = long_poll(&server, &bob, &since);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    send_text(&server, &alice, &second, "over here").await;
+    let (waited, body) = poll.await.unwrap();
+    assert_eq!(bodies(&body, "join", &second), ["over here"]);
+    assert!(waited < Duration::from_secs(10), "waited {waited:?}");
+}
+
+/// A `/sync` long-poll of up to 30 s, started in the background; yields how
+/// long it waited and its response.
+fn long_poll(
+    server: &TestServer,
+    user: &User,
+    since: &str,
+) -> tokio::task::JoinHandle<(Duration, Value)> {
+    let url = format!(
+        "{}{C}/sync?since={}&timeout=30000",
+        server.base_url,
+        enc(since)
+    );
+    let token = user.token.clone();
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let response = reqwest::Client::new()
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let body: Value = response.json().await.unwrap();
+        (started.elapsed(), body)
+    })
 }
 
 async fn bad_sync_input_gets_matrix_errors(backend: Backend) {

@@ -14,6 +14,7 @@ use std::{
     time::Duration,
 };
 
+use foldhash::fast::RandomState;
 use parking_lot::Mutex;
 use ruma::{OwnedRoomId, OwnedUserId};
 use tokio::sync::Notify;
@@ -28,24 +29,36 @@ pub enum WakeKey {
 
 /// Listeners by what they follow, each under its own number, so that one
 /// leaving is a removal, not a scan: a busy room has a listener per member.
+/// A long-poll registers under its user and each of the user's rooms, so
+/// for someone in hundreds of rooms this map is the hot path: it hashes
+/// with foldhash (seeded per process) rather than SipHash.
 #[derive(Default)]
 pub struct Notifier {
-    waiters: Mutex<HashMap<WakeKey, HashMap<u64, Arc<Notify>>>>,
+    waiters: Mutex<HashMap<WakeKey, Listeners, RandomState>>,
     next_listener: AtomicU64,
 }
+
+type Listeners = HashMap<u64, Arc<Notify>, RandomState>;
 
 impl Notifier {
     /// Registers interest in `keys`. Changes from now on are not missed, even
     /// those that happen before [`Listener::wait`] is called.
-    pub fn listen(self: &Arc<Self>, keys: Vec<WakeKey>) -> Listener {
+    pub fn listen(self: &Arc<Self>, keys: Arc<[WakeKey]>) -> Listener {
         let notify = Arc::new(Notify::new());
         let id = self.next_listener.fetch_add(1, Ordering::Relaxed);
         let mut waiters = self.waiters.lock();
-        for key in &keys {
-            waiters
-                .entry(key.clone())
-                .or_default()
-                .insert(id, notify.clone());
+        for key in keys.iter() {
+            // A key someone already follows is not cloned.
+            match waiters.get_mut(key) {
+                Some(listeners) => {
+                    listeners.insert(id, notify.clone());
+                }
+                None => {
+                    let mut listeners = Listeners::default();
+                    listeners.insert(id, notify.clone());
+                    waiters.insert(key.clone(), listeners);
+                }
+            }
         }
         Listener {
             notifier: self.clone(),
@@ -63,7 +76,7 @@ impl Notifier {
     fn wake_local(&self, keys: &[WakeKey]) {
         let waiters = self.waiters.lock();
         for key in keys {
-            for notify in waiters.get(key).into_iter().flat_map(HashMap::values) {
+            for notify in waiters.get(key).into_iter().flat_map(Listeners::values) {
                 // Stores a permit if the listener is not waiting yet.
                 notify.notify_one();
             }
@@ -87,7 +100,7 @@ impl Notifier {
 pub struct Listener {
     notifier: Arc<Notifier>,
     id: u64,
-    keys: Vec<WakeKey>,
+    keys: Arc<[WakeKey]>,
     notify: Arc<Notify>,
 }
 
@@ -115,7 +128,7 @@ mod tests {
         let notifier = Arc::new(Notifier::default());
         let alice = WakeKey::User("@alice:x".try_into().unwrap());
         let bob = WakeKey::User("@bob:x".try_into().unwrap());
-        let listener = notifier.listen(vec![alice.clone()]);
+        let listener = notifier.listen(Arc::new([alice.clone()]));
         notifier.wake(std::slice::from_ref(&bob));
         assert!(!listener.wait(Duration::from_millis(10)).await);
         notifier.wake(&[alice]);
@@ -129,7 +142,7 @@ mod tests {
         let notifier = Arc::new(Notifier::default());
         let room = WakeKey::Room("!room:x".try_into().unwrap());
         let listeners: Vec<_> = (0..3)
-            .map(|_| notifier.listen(vec![room.clone()]))
+            .map(|_| notifier.listen(Arc::new([room.clone()])))
             .collect();
         let [first, second, third] = <[_; 3]>::try_from(listeners).ok().unwrap();
         drop(second);

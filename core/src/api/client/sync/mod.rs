@@ -10,6 +10,7 @@ mod rooms;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -44,7 +45,7 @@ use crate::{
     push::PUSH_RULES_TYPE,
     rooms::filter::types_match,
     state::AppState,
-    storage::user_data::AccountDataRow,
+    storage::{rooms::UserRooms, user_data::AccountDataRow},
     streams::{Positions, Stream, notifier::WakeKey},
 };
 
@@ -68,7 +69,14 @@ pub struct SyncCaches {
     /// Each room's version (which never changes), so that a sync reads it
     /// once per process rather than once per room and sync.
     room_versions: Mutex<HashMap<OwnedRoomId, String>>,
+    /// Each long-polling user's wake keys (the user and their joined rooms),
+    /// with the memberships they were made from: a long-poll of someone in
+    /// hundreds of rooms neither parses nor copies a room ID.
+    wake_keys: Mutex<HashMap<OwnedUserId, WakeKeys>>,
 }
+
+/// A user's wake keys and the memberships they were made from.
+type WakeKeys = (Arc<UserRooms>, Arc<[WakeKey]>);
 
 /// One sync request, resolved.
 pub(super) struct SyncRequest<'a> {
@@ -117,18 +125,11 @@ pub async fn sync(
     let listener = if timeout.is_zero() || body.full_state {
         None
     } else {
-        let mut keys = vec![WakeKey::User(session.user_id.clone())];
         let memberships = state
             .storage
             .memberships_of(session.user_id.as_str())
             .await?;
-        for (room, membership, _) in &memberships.memberships {
-            if membership == "join"
-                && let Ok(room) = OwnedRoomId::try_from(room.as_str())
-            {
-                keys.push(WakeKey::Room(room));
-            }
-        }
+        let keys = wake_keys(&state, &session.user_id, &memberships);
         Some(state.live.notifier.listen(keys))
     };
     loop {
@@ -154,6 +155,26 @@ pub async fn sync(
             return Ok(SyncResponse(sync_events::Response::new(now.to_string())));
         }
     }
+}
+
+/// What a long-poll of `user` follows: the user, and the rooms they joined.
+fn wake_keys(state: &AppState, user: &UserId, memberships: &Arc<UserRooms>) -> Arc<[WakeKey]> {
+    let mut cached = state.sync_caches.wake_keys.lock();
+    if let Some((made_from, keys)) = cached.get(user)
+        && Arc::ptr_eq(made_from, memberships)
+    {
+        return keys.clone();
+    }
+    let rooms = memberships
+        .memberships
+        .iter()
+        .filter(|(_, membership, _)| membership == "join")
+        .filter_map(|(room, _, _)| OwnedRoomId::try_from(room.as_str()).ok());
+    let keys: Arc<[WakeKey]> = std::iter::once(WakeKey::User(user.to_owned()))
+        .chain(rooms.map(WakeKey::Room))
+        .collect();
+    cached.insert(user.to_owned(), (memberships.clone(), keys.clone()));
+    keys
 }
 
 /// A sync response rendered as HTTP. ruma's `Rooms::is_empty` forgets
