@@ -45,9 +45,10 @@ pub async fn wake_phase(client: &reqwest::Client, args: &Args, wake: Wake) -> an
     match wake {
         Wake::FanOut => {
             let room = create_room(client, args, &sender, &[]).await?;
+            let user_id = whoami(client, args, &sender).await?;
             for _ in 0..args.listeners {
                 let token = login(client, &shared).await?;
-                listeners.push(Listener::new(client, args, token, &room).await?);
+                listeners.push(Listener::new(client, args, token, &user_id, &room).await?);
             }
             rooms.push(room);
         }
@@ -68,7 +69,7 @@ pub async fn wake_phase(client: &reqwest::Client, args: &Args, wake: Wake) -> an
                 let room = create_room(client, args, &sender, &[&user_id]).await?;
                 let join = format!("{}/_matrix/client/v3/rooms/{}/join", args.url, enc(&room));
                 call(client, Method::POST, &join, &token, Some(&json!({}))).await?;
-                listeners.push(Listener::new(client, args, token, &room).await?);
+                listeners.push(Listener::new(client, args, token, &user_id, &room).await?);
                 rooms.push(room);
             }
         }
@@ -194,13 +195,13 @@ impl Listener {
         client: &reqwest::Client,
         args: &Args,
         token: String,
+        user_id: &str,
         room: &str,
     ) -> anyhow::Result<Self> {
-        let user_id = whoami(client, args, &token).await?;
         let filter = call(
             client,
             Method::POST,
-            &format!("{}/_matrix/client/v3/user/{}/filter", args.url, enc(&user_id)),
+            &format!("{}/_matrix/client/v3/user/{}/filter", args.url, enc(user_id)),
             &token,
             Some(&json!({"room": {"rooms": [room], "timeline": {"limit": 1}}, "presence": {"not_types": ["*"]}})),
         )

@@ -145,17 +145,18 @@ impl Storage {
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Copies the SQLite write-ahead log into the database file every
-/// [`CHECKPOINT_INTERVAL`], until the write pool closes.
+/// [`CHECKPOINT_INTERVAL`], for as long as the server runs.
 ///
 /// Left to SQLite, the commit that fills the log to 1,000 pages runs the
 /// checkpoint itself, so that message's sender, and everyone waiting for
 /// the message, waits for the copy and the database file's fsync. Here the
-/// checkpoint holds the write connection instead: no commit is waiting on
-/// it, and nothing is appended to the log meanwhile, so the checkpoint
-/// finishes and the next write starts the log over. (On a connection of its
-/// own it would chase a busy writer forever, and the log would grow without
-/// end.) A commit is durable in the log before any checkpoint, so the
-/// checkpoints' timing changes nothing else.
+/// checkpoint is part of no commit: it takes the write connection between
+/// two (writes that arrive meanwhile wait for it, as behind any write).
+/// Nothing is appended to the log while it runs, so it copies all of it
+/// unless a reader still needs older pages, and the next write starts the
+/// log over. On a connection of its own it would chase a busy writer, never
+/// reach the end, and the log would grow without end. A commit is durable
+/// in the log before any checkpoint, so their timing changes nothing else.
 async fn checkpoint_wal(write: SqlitePool) {
     let mut interval = tokio::time::interval(CHECKPOINT_INTERVAL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

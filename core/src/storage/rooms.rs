@@ -167,11 +167,16 @@ fn extremity_changes(batch: &[EventWrite]) -> (Vec<RoomEventId<'_>>, Vec<RoomEve
 /// statement. PostgreSQL's protocol takes one statement with parameters at a
 /// time, so there each runs on its own. What the statements return (one
 /// integer per row, from `RETURNING`) is collected in order.
+///
+/// A transaction that does not commit (a statement failed, or the future
+/// was dropped part-way) closes its connection, which rolls it back: the
+/// connection must not go back to the pool inside it.
 struct BatchTransaction<'c, DB: sqlx::Database> {
     connection: &'c mut sqlx::pool::PoolConnection<DB>,
     sql: sqlx::QueryBuilder<DB>,
     statements: usize,
     returned: Vec<i64>,
+    committed: bool,
 }
 
 impl<'c, DB: sqlx::Database> BatchTransaction<'c, DB>
@@ -189,6 +194,7 @@ where
             sql,
             statements: 1,
             returned: Vec::new(),
+            committed: false,
         }
     }
 
@@ -224,24 +230,15 @@ where
     async fn commit(mut self) -> Result<Vec<i64>> {
         self.next().await?.push("COMMIT");
         self.flush().await?;
-        Ok(self.returned)
+        self.committed = true;
+        Ok(std::mem::take(&mut self.returned))
     }
 }
 
-/// Ends a [`BatchTransaction`] that failed part-way. SQLite keeps a
-/// transaction open after most failed statements, and the connection goes
-/// back to the pool: it must not carry the failed transaction to the next
-/// writer. If even the rollback fails, the connection is closed instead.
-async fn roll_back<DB: sqlx::Database>(connection: &mut sqlx::pool::PoolConnection<DB>)
-where
-    for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
-    DB::Arguments: sqlx::IntoArguments<DB>,
-{
-    if let Err(err) = sqlx::query("ROLLBACK").execute(&mut **connection).await {
-        // "No transaction is active": the failure already ended it.
-        if !err.to_string().contains("no transaction is active") {
-            tracing::warn!(error = %err, "could not roll back a failed write; closing its connection");
-            connection.close_on_drop();
+impl<DB: sqlx::Database> Drop for BatchTransaction<'_, DB> {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.connection.close_on_drop();
         }
     }
 }
@@ -421,21 +418,17 @@ impl Storage {
                 tx.commit().await
             }
             .await;
-            let orderings = match written {
-                Ok(orderings) if orderings.len() == batch.len() => orderings,
-                Ok(orderings) => {
-                    // Not reachable: each event's INSERT returns its ordering.
-                    return Err(sqlx::Error::Protocol(format!(
-                        "{} stream orderings for {} events",
-                        orderings.len(),
-                        batch.len()
-                    )));
-                }
-                Err(err) => {
-                    roll_back(&mut connection).await;
-                    return Err(err);
-                }
-            };
+            let orderings = written?;
+            // Each event's INSERT returns its ordering, so this cannot fail
+            // (and if it did, the batch is committed but reported failed:
+            // its rooms reload their heads from the database).
+            if orderings.len() != batch.len() {
+                return Err(sqlx::Error::Protocol(format!(
+                    "{} stream orderings for {} committed events",
+                    orderings.len(),
+                    batch.len()
+                )));
+            }
             self.events_committed(batch, &orderings);
             drop(counting);
             Ok(orderings)
@@ -1138,10 +1131,10 @@ mod tests {
 
     use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 
-    use super::{BatchTransaction, roll_back};
+    use super::BatchTransaction;
 
-    async fn pool() -> sqlx::SqlitePool {
-        let options = SqliteConnectOptions::from_str("sqlite::memory:").unwrap();
+    /// One connection, as the server's write pool.
+    async fn pool(options: SqliteConnectOptions) -> sqlx::SqlitePool {
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options)
@@ -1165,7 +1158,7 @@ mod tests {
     /// run on its own in the middle (a big room's push actions).
     #[tokio::test]
     async fn a_batch_commits_and_returns_in_order() {
-        let pool = pool().await;
+        let pool = pool(SqliteConnectOptions::from_str("sqlite::memory:").unwrap()).await;
         let mut connection = pool.acquire().await.unwrap();
         let mut tx = BatchTransaction::begin(&mut connection);
         for v in ["a", "b"] {
@@ -1184,11 +1177,17 @@ mod tests {
         assert_eq!(values(&pool).await, ["a", "b", "c"]);
     }
 
-    /// A failed statement leaves nothing of its transaction, and the
-    /// connection serves the next writer.
+    /// A batch that does not commit, because a statement failed or because
+    /// it was abandoned part-way (its future dropped), leaves nothing behind,
+    /// and no open transaction on the pooled connection.
     #[tokio::test]
-    async fn a_failed_batch_is_rolled_back() {
-        let pool = pool().await;
+    async fn a_batch_that_does_not_commit_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SqliteConnectOptions::new()
+            .filename(dir.path().join("batch.db"))
+            .create_if_missing(true);
+        let pool = pool(options).await;
+
         let mut connection = pool.acquire().await.unwrap();
         let mut tx = BatchTransaction::begin(&mut connection);
         for v in ["a", "a"] {
@@ -1200,13 +1199,24 @@ mod tests {
                 .push(")");
         }
         assert!(tx.commit().await.is_err(), "the second `a` is a duplicate");
-        roll_back(&mut connection).await;
         drop(connection);
         assert!(values(&pool).await.is_empty());
-        sqlx::query("INSERT INTO t (v) VALUES ('b')")
+
+        let mut connection = pool.acquire().await.unwrap();
+        let mut tx = BatchTransaction::begin(&mut connection);
+        tx.next()
+            .await
+            .unwrap()
+            .push("INSERT INTO t (v) VALUES ('b')");
+        tx.flush().await.unwrap();
+        drop(tx);
+        drop(connection);
+        assert!(values(&pool).await.is_empty());
+
+        sqlx::query("INSERT INTO t (v) VALUES ('c')")
             .execute(&pool)
             .await
-            .expect("no transaction left open");
-        assert_eq!(values(&pool).await, ["b"]);
+            .unwrap();
+        assert_eq!(values(&pool).await, ["c"]);
     }
 }

@@ -55,6 +55,8 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(60);
 const TO_DEVICE_PER_SYNC: i64 = 100;
 /// Member events remembered per device for lazy loading.
 const LAZY_MEMBERS_PER_DEVICE: usize = 10_000;
+/// Long-polling users whose wake keys are kept.
+const WAKE_KEYS_CACHED: usize = 20_000;
 
 /// Per-device memory of past syncs.
 #[derive(Default)]
@@ -159,8 +161,7 @@ pub async fn sync(
 
 /// What a long-poll of `user` follows: the user, and the rooms they joined.
 fn wake_keys(state: &AppState, user: &UserId, memberships: &Arc<UserRooms>) -> Arc<[WakeKey]> {
-    let mut cached = state.sync_caches.wake_keys.lock();
-    if let Some((made_from, keys)) = cached.get(user)
+    if let Some((made_from, keys)) = state.sync_caches.wake_keys.lock().get(user)
         && Arc::ptr_eq(made_from, memberships)
     {
         return keys.clone();
@@ -173,6 +174,11 @@ fn wake_keys(state: &AppState, user: &UserId, memberships: &Arc<UserRooms>) -> A
     let keys: Arc<[WakeKey]> = std::iter::once(WakeKey::User(user.to_owned()))
         .chain(rooms.map(WakeKey::Room))
         .collect();
+    let mut cached = state.sync_caches.wake_keys.lock();
+    // Bounded like the storage caches: past the limit it starts over.
+    if cached.len() >= WAKE_KEYS_CACHED && !cached.contains_key(user) {
+        cached.clear();
+    }
     cached.insert(user.to_owned(), (memberships.clone(), keys.clone()));
     keys
 }
