@@ -188,13 +188,7 @@ async fn send_phase(client: &reqwest::Client, args: &Args) -> anyhow::Result<()>
             user: format!("{}-member-{n}", args.user),
             ..shared.clone()
         };
-        let token = match &args.shared_secret {
-            Some(secret) => match register(client, &member, secret).await? {
-                Some(token) => token,
-                None => login(client, &member).await?,
-            },
-            None => login(client, &member).await?,
-        };
+        let token = member_token(client, &member, args.shared_secret.as_deref()).await?;
         let join = format!("{}/_matrix/client/v3/rooms/{}/join", args.url, enc(&room));
         call(client, Method::POST, &join, &token, Some(&json!({}))).await?;
         tokens.push(token);
@@ -589,6 +583,21 @@ async fn login(client: &reqwest::Client, args: &ArgsRef) -> anyhow::Result<Strin
         .as_str()
         .map(str::to_owned)
         .with_context(|| format!("login failed: {response}"))
+}
+
+/// A token of `args.user`: registered first when a shared secret is given
+/// (logged in if it already exists), else logged in.
+async fn member_token(
+    client: &reqwest::Client,
+    args: &ArgsRef,
+    shared_secret: Option<&str>,
+) -> anyhow::Result<String> {
+    if let Some(secret) = shared_secret
+        && let Some(token) = register(client, args, secret).await?
+    {
+        return Ok(token);
+    }
+    login(client, args).await
 }
 
 /// Creates `args.user` with Synapse's shared-secret registration and returns

@@ -12,7 +12,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::{
-    Args, ArgsRef, Report, call, enc, login, percentile, print_report, register, run_phase,
+    Args, ArgsRef, Report, call, enc, login, member_token, percentile, print_report, run_phase,
 };
 
 /// How the listeners of a wake phase are laid out.
@@ -58,13 +58,7 @@ pub async fn wake_phase(client: &reqwest::Client, args: &Args, wake: Wake) -> an
                     user: format!("{}-listener-{n}", args.user),
                     ..shared.clone()
                 };
-                let token = match &args.shared_secret {
-                    Some(secret) => match register(client, &listener, secret).await? {
-                        Some(token) => token,
-                        None => login(client, &listener).await?,
-                    },
-                    None => login(client, &listener).await?,
-                };
+                let token = member_token(client, &listener, args.shared_secret.as_deref()).await?;
                 let user_id = whoami(client, args, &token).await?;
                 let room = create_room(client, args, &sender, &[&user_id]).await?;
                 let join = format!("{}/_matrix/client/v3/rooms/{}/join", args.url, enc(&room));
@@ -210,24 +204,22 @@ impl Listener {
             .context("no filter_id")?
             .to_owned();
         let filter = enc(&filter);
-        let first = call(
-            client,
-            Method::GET,
-            &format!("{}/_matrix/client/v3/sync?filter={filter}", args.url),
-            &token,
-            None,
-        )
-        .await?;
-        let since = first["next_batch"]
-            .as_str()
-            .context("no next_batch")?
-            .to_owned();
+        let url = format!("{}/_matrix/client/v3/sync?filter={filter}", args.url);
+        let since = initial_since(client, &url, &token).await?;
         Ok(Self {
             token,
             filter,
             since,
         })
     }
+}
+
+/// The `next_batch` of an initial sync at `url`.
+async fn initial_since(client: &reqwest::Client, url: &str, token: &str) -> anyhow::Result<String> {
+    call(client, Method::GET, url, token, None).await?["next_batch"]
+        .as_str()
+        .map(str::to_owned)
+        .context("no next_batch")
 }
 
 async fn whoami(client: &reqwest::Client, args: &Args, token: &str) -> anyhow::Result<String> {
@@ -398,18 +390,12 @@ pub async fn initial_phase(client: &reqwest::Client, args: &Args) -> anyhow::Res
 /// `sync-idle`: incremental syncs with `timeout=0` when nothing is new.
 pub async fn idle_phase(client: &reqwest::Client, args: &Args) -> anyhow::Result<()> {
     let token = login(client, &ArgsRef::from(args)).await?;
-    let first = call(
+    let since = initial_since(
         client,
-        Method::GET,
         &format!("{}/_matrix/client/v3/sync", args.url),
         &token,
-        None,
     )
     .await?;
-    let since = first["next_batch"]
-        .as_str()
-        .context("no next_batch")?
-        .to_owned();
     let url = format!(
         "{}/_matrix/client/v3/sync?timeout=0&since={}",
         args.url,
