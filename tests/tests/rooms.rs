@@ -1086,7 +1086,7 @@ async fn members_are_filtered_by_membership_and_point_in_time(backend: Backend) 
 // ---------------------------------------------------------------------------
 
 async fn retried_sends_are_deduplicated_per_device(backend: Backend) {
-    let server = TestServer::start(backend, "").await;
+    let mut server = TestServer::start(backend, "").await;
     let alice = server.user("alice").await;
     let (_, login) = server.login("alice", PASSWORD).await;
     let phone = User {
@@ -1138,6 +1138,37 @@ async fn retried_sends_are_deduplicated_per_device(backend: Backend) {
             first["event_id"].as_str().unwrap(),
             other_device["event_id"].as_str().unwrap()
         ]
+    );
+
+    // After a restart the transaction is only in the database, which still
+    // answers the retry, even once the sender has left the room.
+    server.crash_and_restart().await;
+    let retry = async || {
+        ok(server
+            .put(
+                &path,
+                &alice,
+                json!({"msgtype": "m.text", "body": "only once"}),
+            )
+            .await)
+    };
+    assert_eq!(retry().await["event_id"], first["event_id"]);
+    ok(post(&server, &room_path(&room, "leave"), &alice, json!({})).await);
+    assert_eq!(retry().await["event_id"], first["event_id"]);
+    assert_error(
+        &server
+            .put(
+                &room_path(&room, "send/m.room.message/retry-2"),
+                &alice,
+                json!({"msgtype": "m.text", "body": "not a member"}),
+            )
+            .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert_eq!(
+        bodies(&all_messages(&server, &alice, &room).await),
+        ["only once", "from the phone"]
     );
 
     // The same transaction id in another room is another request.

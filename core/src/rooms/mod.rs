@@ -2,7 +2,7 @@
 //! decided by the room version's authorization rules.
 //!
 //! Every local event goes through [`RoomAppender::append`] (or its
-//! `prepare_allowed` + `commit` halves): under the room's lock the event is
+//! `prepare`, `allowed` and `commit` steps): under the room's lock the event is
 //! placed after the room's forward extremities, signed, checked with ruma's
 //! state-res authorization rules against the room's state, offered to the
 //! third-party rules plugins (which may replace its content), and handed to
@@ -476,19 +476,20 @@ impl<'a> RoomAppender<'a> {
         draft: &EventDraft,
         txn: Option<TxnKey>,
     ) -> Result<Arc<Pdu>, AppendError> {
-        let pdu = self.prepare_allowed(sender, draft).await?;
+        let pdu = self.prepare(sender, draft)?;
+        let pdu = self.allowed(sender, draft, pdu).await?;
         Ok(self.commit(pdu, txn))
     }
 
-    /// [`prepare`](Self::prepare), then `check_event_allowed`: a plugin may
-    /// refuse the event or replace its content, in which case the event is
-    /// built, signed and authorized again with the new content.
-    pub async fn prepare_allowed(
+    /// Offers an event prepared from `draft` to `check_event_allowed`: a
+    /// plugin may refuse it or replace its content, in which case the event
+    /// is built, signed and authorized again with the new content.
+    pub async fn allowed(
         &self,
         sender: &UserId,
         draft: &EventDraft,
+        pdu: Pdu,
     ) -> Result<Pdu, AppendError> {
-        let pdu = self.prepare(sender, draft)?;
         let plugins = self.rooms.plugins.current();
         if !plugins.wants_rule(RulesCallback::CheckEventAllowed) {
             return Ok(pdu);

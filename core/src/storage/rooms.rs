@@ -941,12 +941,22 @@ impl Storage {
         })
     }
 
-    /// Rooms with events in the stream range `(since, upto]`.
-    pub async fn rooms_with_events_between(&self, since: i64, upto: i64) -> Result<Vec<String>> {
-        if let Some(rooms) = self.caches.recent.read().rooms_between(since, upto) {
-            return Ok(rooms);
+    /// Those of `rooms` with events in the stream range `(since, upto]`.
+    pub async fn rooms_with_events_between<'r>(
+        &self,
+        since: i64,
+        upto: i64,
+        rooms: &[&'r str],
+    ) -> Result<Vec<&'r str>> {
+        if let Some(found) =
+            self.caches
+                .recent
+                .read()
+                .rooms_between(since, upto, rooms.iter().copied())
+        {
+            return Ok(found);
         }
-        read!(self, pool => {
+        let with_events: HashSet<String> = read!(self, pool => {
             sqlx::query_scalar(
                 "SELECT DISTINCT room_id FROM events WHERE stream_ordering > $1 AND stream_ordering <= $2",
             )
@@ -954,7 +964,14 @@ impl Storage {
             .bind(upto)
             .fetch_all(pool)
             .await
-        })
+        })?
+        .into_iter()
+        .collect();
+        Ok(rooms
+            .iter()
+            .copied()
+            .filter(|room| with_events.contains(*room))
+            .collect())
     }
 
     /// The state group after the room's last event at or before `position`.

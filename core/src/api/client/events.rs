@@ -74,17 +74,25 @@ async fn send_once(
         return Ok(shadow_event_id());
     }
     let key = txn_key(session, txn_id);
-    if let Some(event_id) = state.storage.txn_event(room_id.as_str(), &key).await? {
-        return ruma::EventId::parse(event_id).map_err(|_| MatrixError::internal());
-    }
     let user = &session.user_id;
     Ok(state
         .rooms
         .with_room(room_id, async |room| {
+            // In flight or just written: the room remembers it.
             if let Some(event_id) = room.recent_txn(&key) {
                 return Ok(event_id);
             }
-            append_checked(state, room, user, &draft, Some(key.clone())).await
+            // Written longer ago: the database does. Almost every send is
+            // new, so the event is built while that answer is on its way.
+            let (earlier, prepared) =
+                tokio::join!(state.storage.txn_event(room_id.as_str(), &key), async {
+                    room.prepare(user, &draft)
+                },);
+            if let Some(event_id) = earlier? {
+                return ruma::EventId::parse(event_id)
+                    .map_err(|err| AppendError::Storage(sqlx::Error::Decode(err.into())));
+            }
+            check_and_commit(state, room, user, &draft, prepared?, Some(key.clone())).await
         })
         .await?)
 }
@@ -98,7 +106,20 @@ pub(crate) async fn append_checked(
     draft: &EventDraft,
     txn: Option<TxnKey>,
 ) -> Result<ruma::OwnedEventId, AppendError> {
-    let pdu = room.prepare_allowed(sender, draft).await?;
+    let pdu = room.prepare(sender, draft)?;
+    check_and_commit(state, room, sender, draft, pdu, txn).await
+}
+
+/// The plugins' part of [`append_checked`], for an event already prepared.
+async fn check_and_commit(
+    state: &AppState,
+    room: &mut RoomAppender<'_>,
+    sender: &UserId,
+    draft: &EventDraft,
+    pdu: Pdu,
+    txn: Option<TxnKey>,
+) -> Result<ruma::OwnedEventId, AppendError> {
+    let pdu = room.allowed(sender, draft, pdu).await?;
     spam_check(state, &pdu).await?;
     Ok(room.commit(pdu, txn).event_id.clone())
 }

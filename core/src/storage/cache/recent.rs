@@ -117,17 +117,25 @@ impl RecentEvents {
         }
     }
 
-    /// Rooms with events in `(since, upto]`, if the log covers the range.
-    pub fn rooms_between(&self, since: i64, upto: i64) -> Option<Vec<String>> {
+    /// Those of `rooms` with events in `(since, upto]`, if the log covers
+    /// the range. Each room is looked up, not each event of the range: a
+    /// sync asks about its user's rooms while the whole server writes.
+    pub fn rooms_between<'r>(
+        &self,
+        since: i64,
+        upto: i64,
+        rooms: impl IntoIterator<Item = &'r str>,
+    ) -> Option<Vec<&'r str>> {
         if since < self.floor {
             return None;
         }
-        let rooms: HashSet<&str> = self
-            .events
-            .range(since + 1..=upto)
-            .map(|(_, recent)| recent.event.pdu.room_id.as_str())
-            .collect();
-        Some(rooms.into_iter().map(str::to_owned).collect())
+        let has_events = |room: &str| {
+            self.by_room.get(room).is_some_and(|positions| {
+                let first_after = positions.partition_point(|&at| at <= since);
+                positions.get(first_after).is_some_and(|&at| at <= upto)
+            })
+        };
+        Some(rooms.into_iter().filter(|room| has_events(room)).collect())
     }
 
     /// `(room, member, membership)` of the member events in `(since, upto]`
@@ -291,12 +299,14 @@ mod tests {
     #[test]
     fn only_ranges_above_the_floor_are_answered() {
         let log = log();
-        assert_eq!(log.rooms_between(9, 15), None);
-        let mut rooms = log.rooms_between(10, 15).unwrap();
-        rooms.sort();
-        assert_eq!(rooms, ["!a:x", "!b:x"]);
-        assert_eq!(log.rooms_between(13, 15).unwrap().len(), 2);
-        assert_eq!(log.rooms_between(14, 15).unwrap(), ["!a:x"]);
+        let all = ["!a:x", "!b:x", "!c:x"];
+        assert_eq!(log.rooms_between(9, 15, all), None);
+        assert_eq!(log.rooms_between(10, 15, all).unwrap(), ["!a:x", "!b:x"]);
+        assert_eq!(log.rooms_between(13, 15, all).unwrap().len(), 2);
+        assert_eq!(log.rooms_between(14, 15, all).unwrap(), ["!a:x"]);
+        assert_eq!(log.rooms_between(11, 13, all).unwrap(), ["!a:x", "!b:x"]);
+        assert_eq!(log.rooms_between(12, 13, ["!b:x"]).unwrap(), [""; 0]);
+        assert_eq!(log.rooms_between(15, 15, all).unwrap(), [""; 0]);
 
         // Forward: after `from` up to `to`.
         let forward = |from, to| positions(log.room_events("!a:x", from, to, true, 10));
@@ -341,7 +351,10 @@ mod tests {
     fn a_purged_room_is_forgotten_and_not_recorded_again() {
         let mut log = log();
         log.forget_room("!a:x");
-        assert_eq!(log.rooms_between(10, 15).unwrap(), ["!b:x"]);
+        assert_eq!(
+            log.rooms_between(10, 15, ["!a:x", "!b:x"]).unwrap(),
+            ["!b:x"]
+        );
         let (late, at) = write("!a:x", 16, None);
         log.record(&[late], &[at]);
         assert_eq!(

@@ -62,14 +62,6 @@ impl SyncRequest<'_> {
         let storage = &self.state.storage;
         let room_filter = &self.filter.room;
         let since_events = since.map(|s| s.get(Stream::Events));
-        let changed_rooms: HashSet<String> = match since_events {
-            Some(from) if now.get(Stream::Events) > from => storage
-                .rooms_with_events_between(from, now.get(Stream::Events))
-                .await?
-                .into_iter()
-                .collect(),
-            _ => HashSet::new(),
-        };
         let mut receipts: HashMap<String, Vec<ReceiptRow>> = HashMap::new();
         if let Some(since) = since
             && now.get(Stream::Receipts) > since.get(Stream::Receipts)
@@ -87,13 +79,21 @@ impl SyncRequest<'_> {
         let unread = storage.unread_counts(self.user.as_str()).await?;
         let user_rooms = storage.memberships_of(self.user.as_str()).await?;
         let memberships = &user_rooms.memberships;
+        let joined: Vec<&str> = memberships
+            .iter()
+            .filter(|(_, membership, _)| membership == "join")
+            .map(|(room_id, _, _)| room_id.as_str())
+            .collect();
+        let changed_rooms: HashSet<&str> = match since_events {
+            Some(from) if now.get(Stream::Events) > from => storage
+                .rooms_with_events_between(from, now.get(Stream::Events), &joined)
+                .await?
+                .into_iter()
+                .collect(),
+            _ => HashSet::new(),
+        };
         if since.is_none() {
             // Every joined room shows its receipts: one query for them all.
-            let joined: Vec<&str> = memberships
-                .iter()
-                .filter(|(_, membership, _)| membership == "join")
-                .map(|(room_id, _, _)| room_id.as_str())
-                .collect();
             for receipt in storage
                 .receipts_in_rooms(&joined, now.get(Stream::Receipts))
                 .await?
