@@ -125,6 +125,7 @@ impl Storage {
                     .await?;
             }
             tx.commit().await?;
+            self.caches.pushers.invalidate(user_id);
             for device_id in device_ids {
                 let device = (user_id.to_owned(), device_id.clone());
                 self.caches.key_counts.invalidate(&device);

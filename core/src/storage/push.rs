@@ -199,8 +199,15 @@ impl Storage {
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
-            Ok(())
-        })
+            Ok::<_, sqlx::Error>(())
+        })?;
+        if append {
+            self.caches.pushers.invalidate(pusher.user_id.as_str());
+        } else {
+            // The app and pushkey may have been taken from anyone.
+            self.caches.pushers.clear();
+        }
+        Ok(())
     }
 
     pub async fn delete_pusher(&self, user_id: &str, app_id: &str, pushkey: &str) -> Result<()> {
@@ -210,9 +217,11 @@ impl Storage {
                 .bind(app_id)
                 .bind(pushkey)
                 .execute(pool)
-                .await?;
-            Ok(())
-        })
+                .await
+                .map(drop)
+        })?;
+        self.caches.pushers.invalidate(user_id);
+        Ok(())
     }
 
     /// Removes the pushers a device set (when it logs out or is deleted).
@@ -222,13 +231,39 @@ impl Storage {
                 .bind(user_id)
                 .bind(device_id)
                 .execute(pool)
-                .await?;
-            Ok(())
-        })
+                .await
+                .map(drop)
+        })?;
+        self.caches.pushers.invalidate(user_id);
+        Ok(())
     }
 
-    /// The pushers of any of these users, in one query.
+    /// The pushers of any of these users: those not cached in one query.
     pub async fn pushers_of(&self, user_ids: &[&str]) -> Result<Vec<PusherRow>> {
+        let mut rows = Vec::new();
+        let mut missing = Vec::new();
+        for &user in user_ids {
+            match self.caches.pushers.get(user) {
+                Ok(theirs) => rows.extend(theirs.iter().cloned()),
+                Err(ticket) => missing.push((user, ticket)),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(rows);
+        }
+        let users: Vec<&str> = missing.iter().map(|(user, _)| *user).collect();
+        let found = self.pushers_uncached(&users).await?;
+        for (user, ticket) in missing {
+            let theirs = found.iter().filter(|p| p.user_id == user).cloned();
+            self.caches
+                .pushers
+                .fill(ticket, user.to_owned(), theirs.collect());
+        }
+        rows.extend(found);
+        Ok(rows)
+    }
+
+    async fn pushers_uncached(&self, user_ids: &[&str]) -> Result<Vec<PusherRow>> {
         let mut rows = Vec::new();
         for users in user_ids.chunks(USERS_PER_QUERY) {
             read!(self, pool => {
@@ -246,5 +281,86 @@ impl Storage {
             });
         }
         Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PusherRow;
+    use crate::{config::DatabaseTarget, storage::Storage};
+
+    fn pusher(user_id: &str, device_id: &str, pushkey: &str) -> PusherRow {
+        PusherRow {
+            user_id: user_id.to_owned(),
+            device_id: Some(device_id.to_owned()),
+            kind: "http".to_owned(),
+            app_id: "org.example.app".to_owned(),
+            pushkey: pushkey.to_owned(),
+            app_display_name: "Example".to_owned(),
+            device_display_name: "Phone".to_owned(),
+            profile_tag: None,
+            lang: "en".to_owned(),
+            data: r#"{"url":"https://push.example.org/_matrix/push/v1/notify"}"#.to_owned(),
+        }
+    }
+
+    async fn pushkeys(storage: &Storage, users: &[&str]) -> Vec<(String, String)> {
+        let mut found: Vec<_> = storage
+            .pushers_of(users)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.user_id, p.pushkey))
+            .collect();
+        found.sort();
+        found
+    }
+
+    /// Each change of a user's pushers reaches the next lookup, though the
+    /// lookup before it (which found none) was kept.
+    #[tokio::test]
+    async fn kept_pushers_follow_every_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = DatabaseTarget::Sqlite(dir.path().join("push.db"));
+        let storage = Storage::open(&target).await.unwrap();
+        let (bob, carol) = ("@bob:x", "@carol:x");
+        let owned = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(u, k)| (u.to_string(), k.to_string()))
+                .collect()
+        };
+        assert!(pushkeys(&storage, &[bob, carol]).await.is_empty());
+
+        storage
+            .set_pusher(&pusher(bob, "PHONE", "key-1"), false)
+            .await
+            .unwrap();
+        assert_eq!(
+            pushkeys(&storage, &[bob, carol]).await,
+            owned(&[(bob, "key-1")])
+        );
+        // Without `append`, Carol takes the pushkey from Bob.
+        storage
+            .set_pusher(&pusher(carol, "TABLET", "key-1"), false)
+            .await
+            .unwrap();
+        assert_eq!(
+            pushkeys(&storage, &[bob, carol]).await,
+            owned(&[(carol, "key-1")])
+        );
+        storage
+            .delete_pusher(carol, "org.example.app", "key-1")
+            .await
+            .unwrap();
+        assert!(pushkeys(&storage, &[carol]).await.is_empty());
+
+        storage
+            .set_pusher(&pusher(bob, "PHONE", "key-2"), true)
+            .await
+            .unwrap();
+        assert_eq!(pushkeys(&storage, &[bob]).await, owned(&[(bob, "key-2")]));
+        storage.delete_device_pushers(bob, "PHONE").await.unwrap();
+        assert!(pushkeys(&storage, &[bob]).await.is_empty());
     }
 }

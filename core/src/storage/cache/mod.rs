@@ -19,7 +19,7 @@ pub(super) use self::recent::RecentEvents;
 use super::{
     Result,
     keys::KeyCounts,
-    push::UnreadByThread,
+    push::{PusherRow, UnreadByThread},
     rooms::{JoinedAndInvited, StateKey, UserRooms},
 };
 
@@ -47,6 +47,9 @@ pub(super) struct Caches {
     /// Per `(user, filter ID)`: the filter's JSON (filters never change).
     /// Clients sync with a filter ID, so without it every sync reads one.
     pub filters: KeyedCache<(String, i64), Arc<str>>,
+    /// Per user: their pushers. Every member an event notifies is looked
+    /// up, and most have none.
+    pub pushers: KeyedCache<String, Arc<[PusherRow]>>,
 }
 
 impl Default for Caches {
@@ -60,6 +63,7 @@ impl Default for Caches {
             room_members: KeyedCache::new(ENTRIES_PER_CACHE),
             state_groups: KeyedCache::new(STATE_GROUPS),
             filters: KeyedCache::new(ENTRIES_PER_CACHE),
+            pushers: KeyedCache::new(ENTRIES_PER_CACHE),
         }
     }
 }
@@ -124,7 +128,11 @@ impl<K: Eq + Hash + Clone, V: Clone> KeyedCache<K, V> {
     }
 
     /// The cached value, or the ticket with which to store one read now.
-    pub fn get(&self, key: &K) -> std::result::Result<V, Ticket> {
+    pub fn get<Q>(&self, key: &Q) -> std::result::Result<V, Ticket>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let slots = self.slots.lock();
         match slots.entries.get(key) {
             Some(value) => Ok(value.clone()),
