@@ -9,7 +9,7 @@ use std::{collections::HashMap, sync::Arc};
 use parking_lot::Mutex;
 use ruma::{
     Int, OwnedUserId, ServerName, UInt, UserId,
-    events::AnySyncTimelineEvent,
+    events::{AnySyncTimelineEvent, TimelineEventType},
     power_levels::NotificationPowerLevels,
     push::{Action, PushConditionPowerLevelsCtx, PushConditionRoomCtx, Ruleset},
     room_version_rules::RoomPowerLevelsRules,
@@ -141,7 +141,7 @@ pub async fn evaluate(
         .map(|((_, user), member)| (user.as_str(), member))
         .collect();
     let member_count = UInt::try_from(joined.len() as u64).unwrap_or_default();
-    let invitee = (pdu.kind.to_string() == "m.room.member"
+    let invitee = (pdu.kind == TimelineEventType::RoomMember
         && pdu.content_str("membership").as_deref() == Some("invite"))
     .then_some(pdu.state_key.as_deref())
     .flatten();

@@ -31,7 +31,7 @@ use std::{
 
 use ruma::{
     OwnedEventId, OwnedRoomId, OwnedServerName, RoomId, RoomVersionId, UserId,
-    events::StateEventType,
+    events::{StateEventType, TimelineEventType},
     room_version_rules::RoomVersionRules,
     state_res::{
         auth_types_for_event, check_state_dependent_auth_rules, check_state_independent_auth_rules,
@@ -378,7 +378,7 @@ fn published(live: Arc<Live>, gateway: PushGateway, plugins: Arc<Plugins>) -> wr
         for write in writes {
             let pdu = &write.pdu;
             keys.push(WakeKey::Room(pdu.room_id.clone()));
-            if pdu.kind.to_string() == "m.room.member"
+            if pdu.kind == TimelineEventType::RoomMember
                 && let Some(target) = pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok())
             {
                 keys.push(WakeKey::User(target));

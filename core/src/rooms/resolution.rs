@@ -109,7 +109,7 @@ pub fn resolve(
 
 #[cfg(test)]
 mod tests {
-    use ruma::{RoomId, UserId};
+    use ruma::{RoomId, UserId, events::TimelineEventType};
     use serde_json::json;
 
     use super::*;
@@ -169,7 +169,7 @@ mod tests {
             let prev: Vec<Arc<Pdu>> = prev.iter().map(|p| (*p).clone()).collect();
             let depth = prev.iter().map(|p| p.depth).max().unwrap_or(0) + 1;
             // Version 12 derives the room ID from the create event.
-            let derived = draft.kind.to_string() == "m.room.create"
+            let derived = draft.kind == TimelineEventType::RoomCreate
                 && self.rules.authorization.room_create_event_id_as_room_id;
             let pdu = Arc::new(
                 Pdu::build(

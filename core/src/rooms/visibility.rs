@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, hash_map::Entry};
 
-use ruma::{RoomId, UserId};
+use ruma::{RoomId, UserId, events::TimelineEventType};
 
 use crate::storage::{Storage, rooms::StoredEvent};
 
@@ -57,7 +57,7 @@ pub async fn filter_visible(
     let mut by_group: HashMap<i64, AtEvent> = HashMap::new();
     let mut out = Vec::with_capacity(events.len());
     for event in events {
-        if event.pdu.kind.to_string() == "m.room.member"
+        if event.pdu.kind == TimelineEventType::RoomMember
             && event.pdu.state_key.as_deref() == Some(user.as_str())
         {
             out.push(event);

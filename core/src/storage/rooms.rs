@@ -11,6 +11,7 @@ use std::{
     sync::Arc,
 };
 
+use ruma::events::TimelineEventType;
 use sqlx::Row;
 
 use super::push::PushActionRow;
@@ -305,7 +306,7 @@ impl Storage {
                     });
                     sql.push(" RETURNING stream_ordering");
                     if let Some(state_key) = &pdu.state_key {
-                        let membership = (pdu.kind.to_string() == "m.room.member")
+                        let membership = (pdu.kind == TimelineEventType::RoomMember)
                             .then(|| pdu.content_str("membership"))
                             .flatten();
                         let sql = tx.next().await?;
@@ -340,7 +341,7 @@ impl Storage {
                             .push_bind(pdu.room_id.as_str())
                             .push(" AND redacted_by IS NULL");
                     }
-                    if pdu.kind.to_string() == "m.room.join_rules" && pdu.state_key.as_deref() == Some("") {
+                    if pdu.kind == TimelineEventType::RoomJoinRules && pdu.state_key.as_deref() == Some("") {
                         let sql = tx.next().await?;
                         sql.push("UPDATE rooms SET join_rule = ")
                             .push_bind(pdu.content_str("join_rule"))
@@ -440,7 +441,7 @@ impl Storage {
         self.caches.recent.write().record(batch, orderings);
         for write in batch {
             let pdu = &write.pdu;
-            if pdu.kind.to_string() == "m.room.member"
+            if pdu.kind == TimelineEventType::RoomMember
                 && let Some(member) = &pdu.state_key
             {
                 self.caches.memberships.invalidate(member.as_str());
@@ -508,7 +509,7 @@ impl Storage {
                 .execute(&mut *tx)
                 .await?;
             for pdu in state {
-                let membership = (pdu.kind.to_string() == "m.room.member")
+                let membership = (pdu.kind == TimelineEventType::RoomMember)
                     .then(|| pdu.content_str("membership"))
                     .flatten();
                 sqlx::query(

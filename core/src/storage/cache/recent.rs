@@ -5,6 +5,7 @@
 //! `since`, a room's newest page) is answered without the database. Old
 //! events are dropped from the front, raising the floor.
 
+use ruma::events::TimelineEventType;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use crate::{
@@ -154,7 +155,8 @@ impl RecentEvents {
                 .range(since + 1..=upto)
                 .map(|(_, recent)| &recent.event.pdu)
                 .filter(|pdu| {
-                    pdu.kind.to_string() == "m.room.member" && rooms.contains(pdu.room_id.as_str())
+                    pdu.kind == TimelineEventType::RoomMember
+                        && rooms.contains(pdu.room_id.as_str())
                 })
                 .filter_map(|pdu| {
                     Some((

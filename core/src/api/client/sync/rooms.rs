@@ -14,6 +14,7 @@ use ruma::{
             v3::{self as sync_events, InvitedRoom, JoinedRoom, KnockedRoom, LeftRoom, State},
         },
     },
+    events::TimelineEventType,
     room_version_rules::RoomVersionRules,
 };
 use serde_json::{Value, json};
@@ -443,7 +444,7 @@ impl SyncRequest<'_> {
                 .events
                 .iter()
                 .chain(&state)
-                .any(|e| e.pdu.kind.to_string() == "m.room.member");
+                .any(|e| e.pdu.kind == TimelineEventType::RoomMember);
         let txns = self.txn_ids(&[&timeline.events, &state]).await?;
         room.timeline.events = self.client_events(&rules, &timeline.events, &txns).await?;
         room.state = State::Before(ruma::api::client::sync::sync_events::v3::StateEvents::new());
