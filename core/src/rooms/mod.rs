@@ -481,9 +481,10 @@ impl<'a> RoomAppender<'a> {
         Ok(self.commit(pdu, txn))
     }
 
-    /// Offers an event prepared from `draft` to `check_event_allowed`: a
-    /// plugin may refuse it or replace its content, in which case the event
-    /// is built, signed and authorized again with the new content.
+    /// Offers an event [`prepare`](Self::prepare)d from `draft` (on the
+    /// room as it is now: nothing committed since) to `check_event_allowed`:
+    /// a plugin may refuse it or replace its content, in which case the
+    /// event is built, signed and authorized again with the new content.
     pub async fn allowed(
         &self,
         sender: &UserId,

@@ -2,7 +2,7 @@
 
 use sqlx::Row;
 
-use super::{Result, Storage, now_ms, read, write};
+use super::{Result, Storage, now_ms, read, to_completion, write};
 
 /// A user as the auth code needs to see it.
 #[derive(Debug, Clone)]
@@ -91,22 +91,30 @@ impl Storage {
         })
     }
 
-    /// Marks the account deactivated and removes every device and token.
+    /// Marks the account deactivated and removes every device, token and
+    /// pusher.
     pub async fn deactivate_user(&self, user_id: &str) -> Result<()> {
-        write!(self, pool => {
-            let mut tx = pool.begin().await?;
-            sqlx::query("UPDATE users SET deactivated = $1 WHERE user_id = $2")
-                .bind(true)
-                .bind(user_id)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM devices WHERE user_id = $1")
-                .bind(user_id)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
+        let (this, user_id) = (self.clone(), user_id.to_owned());
+        to_completion(async move {
+            write!(this, pool => {
+                let mut tx = pool.begin().await?;
+                sqlx::query("UPDATE users SET deactivated = $1 WHERE user_id = $2")
+                    .bind(true)
+                    .bind(&user_id)
+                    .execute(&mut *tx)
+                    .await?;
+                for table in ["devices", "pushers"] {
+                    sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE user_id = $1")))
+                        .bind(&user_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await
+            })?;
+            this.caches.pushers.invalidate(user_id.as_str());
             Ok(())
         })
+        .await
     }
 
     pub async fn displayname(&self, user_id: &str) -> Result<Option<String>> {

@@ -5,7 +5,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use sqlx::Row;
 
-use super::{Result, Storage, now_ms, read, write};
+use super::{Result, Storage, now_ms, read, to_completion, write};
 
 /// A push-rule outcome for one local user, stored with the event.
 #[derive(Debug, Clone)]
@@ -166,16 +166,26 @@ impl Storage {
     /// Adds or replaces a pusher. Unless `append`, the same app and pushkey
     /// are removed from every other user, as the spec asks.
     pub async fn set_pusher(&self, pusher: &PusherRow, append: bool) -> Result<()> {
-        write!(self, pool => {
+        let (this, pusher) = (self.clone(), pusher.clone());
+        to_completion(async move { this.set_pusher_inner(&pusher, append).await }).await
+    }
+
+    async fn set_pusher_inner(&self, pusher: &PusherRow, append: bool) -> Result<()> {
+        let displaced: Vec<String> = write!(self, pool => {
             let mut tx = pool.begin().await?;
-            if !append {
-                sqlx::query("DELETE FROM pushers WHERE app_id = $1 AND pushkey = $2 AND user_id <> $3")
-                    .bind(&pusher.app_id)
-                    .bind(&pusher.pushkey)
-                    .bind(&pusher.user_id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            let displaced = if append {
+                Vec::new()
+            } else {
+                sqlx::query_scalar(
+                    "DELETE FROM pushers WHERE app_id = $1 AND pushkey = $2 AND user_id <> $3
+                     RETURNING user_id",
+                )
+                .bind(&pusher.app_id)
+                .bind(&pusher.pushkey)
+                .bind(&pusher.user_id)
+                .fetch_all(&mut *tx)
+                .await?
+            };
             sqlx::query(sqlx::AssertSqlSafe(&*format!(
                 "INSERT INTO pushers ({PUSHER_COLUMNS}, created_ts)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
@@ -199,43 +209,33 @@ impl Storage {
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
-            Ok::<_, sqlx::Error>(())
+            Ok::<_, sqlx::Error>(displaced)
         })?;
-        if append {
-            self.caches.pushers.invalidate(pusher.user_id.as_str());
-        } else {
-            // The app and pushkey may have been taken from anyone.
-            self.caches.pushers.clear();
+        // The setter, and whoever had this app and pushkey before.
+        for user in displaced.iter().chain([&pusher.user_id]) {
+            self.caches.pushers.invalidate(user.as_str());
         }
         Ok(())
     }
 
     pub async fn delete_pusher(&self, user_id: &str, app_id: &str, pushkey: &str) -> Result<()> {
-        write!(self, pool => {
-            sqlx::query("DELETE FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3")
-                .bind(user_id)
-                .bind(app_id)
-                .bind(pushkey)
-                .execute(pool)
-                .await
-                .map(drop)
-        })?;
-        self.caches.pushers.invalidate(user_id);
-        Ok(())
-    }
-
-    /// Removes the pushers a device set (when it logs out or is deleted).
-    pub async fn delete_device_pushers(&self, user_id: &str, device_id: &str) -> Result<()> {
-        write!(self, pool => {
-            sqlx::query("DELETE FROM pushers WHERE user_id = $1 AND device_id = $2")
-                .bind(user_id)
-                .bind(device_id)
-                .execute(pool)
-                .await
-                .map(drop)
-        })?;
-        self.caches.pushers.invalidate(user_id);
-        Ok(())
+        let this = self.clone();
+        let (user_id, app_id, pushkey) =
+            (user_id.to_owned(), app_id.to_owned(), pushkey.to_owned());
+        to_completion(async move {
+            write!(this, pool => {
+                sqlx::query("DELETE FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3")
+                    .bind(&user_id)
+                    .bind(&app_id)
+                    .bind(&pushkey)
+                    .execute(pool)
+                    .await
+                    .map(drop)
+            })?;
+            this.caches.pushers.invalidate(user_id.as_str());
+            Ok(())
+        })
+        .await
     }
 
     /// The pushers of any of these users: those not cached in one query.
@@ -360,7 +360,19 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(pushkeys(&storage, &[bob]).await, owned(&[(bob, "key-2")]));
-        storage.delete_device_pushers(bob, "PHONE").await.unwrap();
+        storage
+            .delete_devices(bob, &["PHONE".to_owned()])
+            .await
+            .unwrap();
+        assert!(pushkeys(&storage, &[bob]).await.is_empty());
+
+        // Deactivation takes every pusher of the account.
+        storage
+            .set_pusher(&pusher(bob, "LAPTOP", "key-3"), false)
+            .await
+            .unwrap();
+        assert_eq!(pushkeys(&storage, &[bob]).await, owned(&[(bob, "key-3")]));
+        storage.deactivate_user(bob).await.unwrap();
         assert!(pushkeys(&storage, &[bob]).await.is_empty());
     }
 }

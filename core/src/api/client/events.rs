@@ -85,7 +85,7 @@ async fn send_once(
             // Written longer ago: the database does. Almost every send is
             // new, so the event is built while that answer is on its way.
             let (earlier, prepared) =
-                tokio::join!(state.storage.txn_event(room_id.as_str(), &key), async {
+                tokio::join!(biased; state.storage.txn_event(room_id.as_str(), &key), async {
                     room.prepare(user, &draft)
                 },);
             if let Some(event_id) = earlier? {

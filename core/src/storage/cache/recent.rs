@@ -5,8 +5,9 @@
 //! `since`, a room's newest page) is answered without the database. Old
 //! events are dropped from the front, raising the floor.
 
-use ruma::events::TimelineEventType;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use ruma::events::TimelineEventType;
 
 use crate::{
     rooms::TxnKey,
