@@ -304,6 +304,11 @@ mod tests {
         }
     }
 
+    async fn set(storage: &Storage, user_id: &str, device_id: &str, pushkey: &str, append: bool) {
+        let pusher = pusher(user_id, device_id, pushkey);
+        storage.set_pusher(&pusher, append).await.unwrap();
+    }
+
     async fn pushkeys(storage: &Storage, users: &[&str]) -> Vec<(String, String)> {
         let mut found: Vec<_> = storage
             .pushers_of(users)
@@ -332,19 +337,13 @@ mod tests {
         };
         assert!(pushkeys(&storage, &[bob, carol]).await.is_empty());
 
-        storage
-            .set_pusher(&pusher(bob, "PHONE", "key-1"), false)
-            .await
-            .unwrap();
+        set(&storage, bob, "PHONE", "key-1", false).await;
         assert_eq!(
             pushkeys(&storage, &[bob, carol]).await,
             owned(&[(bob, "key-1")])
         );
         // Without `append`, Carol takes the pushkey from Bob.
-        storage
-            .set_pusher(&pusher(carol, "TABLET", "key-1"), false)
-            .await
-            .unwrap();
+        set(&storage, carol, "TABLET", "key-1", false).await;
         assert_eq!(
             pushkeys(&storage, &[bob, carol]).await,
             owned(&[(carol, "key-1")])
@@ -355,10 +354,7 @@ mod tests {
             .unwrap();
         assert!(pushkeys(&storage, &[carol]).await.is_empty());
 
-        storage
-            .set_pusher(&pusher(bob, "PHONE", "key-2"), true)
-            .await
-            .unwrap();
+        set(&storage, bob, "PHONE", "key-2", true).await;
         assert_eq!(pushkeys(&storage, &[bob]).await, owned(&[(bob, "key-2")]));
         storage
             .delete_devices(bob, &["PHONE".to_owned()])
@@ -367,10 +363,7 @@ mod tests {
         assert!(pushkeys(&storage, &[bob]).await.is_empty());
 
         // Deactivation takes every pusher of the account.
-        storage
-            .set_pusher(&pusher(bob, "LAPTOP", "key-3"), false)
-            .await
-            .unwrap();
+        set(&storage, bob, "LAPTOP", "key-3", false).await;
         assert_eq!(pushkeys(&storage, &[bob]).await, owned(&[(bob, "key-3")]));
         storage.deactivate_user(bob).await.unwrap();
         assert!(pushkeys(&storage, &[bob]).await.is_empty());
